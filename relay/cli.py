@@ -1,0 +1,83 @@
+"""``observer-relay serve``: configuration, the two listeners, signals, exit status."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+
+import trio
+
+from .config import ConfigError, load_config, parse_port
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        print(f"observer-relay: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _port(text: str) -> int:
+    try:
+        return parse_port(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port: {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="observer-relay", description="Observer Relay server")
+    sub = parser.add_subparsers(dest="command")
+    serve = sub.add_parser("serve", help="run the relay")
+    serve.add_argument("--host", help="listen address (OBSERVER_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=_port, help="relay port (OBSERVER_PORT, default 8000)")
+    serve.add_argument("--http-port", type=_port,
+                       help="web port (OBSERVER_HTTP_PORT, default 8080)")
+    return parser
+
+
+async def _run(config: object) -> None:
+    from .server import RelayServer
+
+    server = RelayServer(config)  # type: ignore[arg-type]
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            relay_port, web_port = await nursery.start(server.serve)
+            host = server.config.host
+            print(f"observer-relay relay listening on ws://{host}:{relay_port}", flush=True)
+            print(f"observer-relay web listening on http://{host}:{web_port}", flush=True)
+
+            async def watch() -> None:
+                async for _ in signals:
+                    logging.getLogger("relay").info("shutting down")
+                    await server.shutdown()
+                    return
+
+            nursery.start_soon(watch)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.command != "serve":
+        build_parser().print_usage(sys.stderr)
+        print("observer-relay: error: a command is required (serve)", file=sys.stderr)
+        raise SystemExit(2)
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port),
+                                   ("http_port", args.http_port)) if v is not None}
+    try:
+        config = load_config(os.environ, overrides)
+    except ConfigError as exc:
+        print(f"observer-relay: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    logging.basicConfig(level=config.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        trio.run(_run, config)
+    except OSError as exc:
+        print(f"observer-relay: cannot start: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        pass
+    raise SystemExit(0)

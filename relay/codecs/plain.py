@@ -1,0 +1,103 @@
+"""Plain JSON framing of the observer protocol on ``/observer`` (§3.1)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from relay.core.errors import EventError
+from relay.core.outgoing import Outgoing, encode_json
+from relay.transport.wsframe import text_frame
+
+from .base import BadFrame, Inbound, Incoming, Ref
+
+_decode = msgspec.json.decode
+_OK = b'"data":{"ok":true}}'
+
+
+def valid_event(value: object) -> str | None:
+    if isinstance(value, str) and 0 < len(value) <= 64:
+        return value
+    return None
+
+
+def valid_ref(value: object) -> tuple[bool, Ref | None]:
+    """(ok, ref); ``null`` counts as absent (Appendix C)."""
+    if value is None:
+        return True, None
+    if type(value) is int:
+        return True, value  # type: ignore[return-value]
+    if isinstance(value, str) and 0 < len(value) <= 64:
+        return True, value
+    return False, None
+
+
+class PlainCodec:
+    endpoint = "observer"
+
+    def costs_token(self, message: str) -> bool:
+        return True
+
+    def decode(self, message: str) -> list[Inbound]:
+        try:
+            frame: Any = _decode(message)
+        except msgspec.DecodeError:
+            return [BadFrame("bad_json", "the frame is not valid JSON")]
+        if not isinstance(frame, dict):
+            return [BadFrame("bad_frame", "a frame must be a JSON object")]
+        event = valid_event(frame.get("event"))
+        ok, ref = valid_ref(frame.get("ref"))
+        if event is None:
+            return [BadFrame("bad_frame", "'event' must be a non-empty string of at most 64 "
+                             "characters", None, ref if ok else None)]
+        if not ok:
+            return [BadFrame("bad_frame", "'ref' must be an integer or a string of 1-64 "
+                             "characters", event, None)]
+        data = frame.get("data", {}) if "data" in frame else {}
+        return [Incoming(event, data, ref)]
+
+    def peek(self, message: str) -> tuple[str | None, Ref | None]:
+        try:
+            frame: Any = _decode(message)
+        except msgspec.DecodeError:
+            return None, None
+        if not isinstance(frame, dict):
+            return None, None
+        ok, ref = valid_ref(frame.get("ref"))
+        return valid_event(frame.get("event")), ref if ok else None
+
+    def binary(self) -> list[Inbound]:
+        return [BadFrame("bad_frame", "binary messages are not supported")]
+
+    def event_frame(self, out: Outgoing, seq: int | None) -> bytes:
+        if seq is None:
+            frame = out.cache.get("plain")
+            if frame is None:
+                frame = text_frame(
+                    b'{"event":' + out.event_json + b',"data":' + out.payload + b"}"
+                )
+                out.cache["plain"] = frame
+            return frame
+        return text_frame(
+            b'{"event":' + out.event_json + b',"data":' + out.payload
+            + b',"seq":' + str(seq).encode() + b"}"
+        )
+
+    def ack_frame(self, ref: Ref, error: EventError | None) -> bytes:
+        head = b'{"event":"ack","ref":' + encode_json(ref) + b","
+        if error is None:
+            return text_frame(head + _OK)
+        body = encode_json({"ok": False, "error": {"code": error.code, "message": error.message}})
+        return text_frame(head + b'"data":' + body + b"}")
+
+    def error_frame(self, code: str, message: str, event: str | None, ref: Ref | None) -> bytes:
+        frame: dict[str, Any] = {
+            "event": "error", "data": {"code": code, "message": message, "event": event},
+        }
+        if ref is not None:
+            frame["ref"] = ref
+        return text_frame(encode_json(frame))
+
+    def close_preamble(self, code: int) -> bytes:
+        return b""

@@ -1,0 +1,104 @@
+"""What the core asks of the shell: frames to deliver and I/O to perform.
+
+The core never awaits; it returns these in order and the Trio shell carries them out in
+that order, so the ordering rules of the protocol are decided here, in plain Python.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .outgoing import Outgoing
+
+
+@dataclass(slots=True)
+class Send:
+    """A frame for a participant's connection (if it is online).
+
+    Sequenced frames (``seq`` set) are already in the participant's replay buffer; the shell
+    only wakes the connection. Unsequenced frames go after every sequenced frame with seq
+    <= ``after``.
+    """
+
+    room_id: int
+    user_id: int
+    out: Outgoing
+    seq: int | None
+    after: int
+
+
+@dataclass(slots=True)
+class Reply:
+    """A frame for the connection that sent the event, bound or not, never sequenced."""
+
+    out: Outgoing
+
+
+@dataclass(slots=True)
+class Bind:
+    """Bind the sender's connection to a participant; its writer starts after ``cursor``.
+
+    ``live_from``: sequenced events up to this seq are a replay and do not count against the
+    outgoing queue bound (Appendix C, replay after 4002).
+    """
+
+    room_id: int
+    user_id: int
+    cursor: int
+    live_from: int
+
+
+@dataclass(slots=True)
+class Unbind:
+    """The sender's connection is unbound again but stays open (``room/leave``)."""
+
+
+@dataclass(slots=True)
+class Disconnect:
+    """Close a participant's connection after its queued frames (kick: 4001)."""
+
+    room_id: int
+    user_id: int
+    code: int
+    reason: str
+
+
+@dataclass(slots=True)
+class RoomOpened:
+    room_id: int
+
+
+@dataclass(slots=True)
+class RoomClosed:
+    """Close every connection of the room with 4000 once flushed, then forget it."""
+
+    room_id: int
+    user_ids: tuple[int, ...]
+
+
+@dataclass(slots=True)
+class StartImport:
+    """Fetch a Notion page in the room's nursery, then feed ``Hub.import_done`` back."""
+
+    room_id: int
+    url: str
+
+
+@dataclass(slots=True)
+class StatsChanged:
+    room_id: int
+
+
+@dataclass(slots=True)
+class Counted:
+    """A metric event the shell records (resumes, imports...)."""
+
+    metric: str
+    label: str
+    amount: int = 1
+
+
+Action = (
+    Send | Reply | Bind | Unbind | Disconnect | RoomOpened | RoomClosed | StartImport
+    | StatsChanged | Counted
+)

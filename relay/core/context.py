@@ -1,0 +1,78 @@
+"""Per-event context: who sent it, in which room, and the actions it produces."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .actions import Action, Reply, Send, StatsChanged
+from .model import Participant, Room
+from .outgoing import Outgoing
+
+if TYPE_CHECKING:
+    from .hub import Hub
+
+
+@dataclass(slots=True)
+class Session:
+    """The binding of one connection, owned by the shell, changed only by the core."""
+
+    ip: str
+    room_id: int | None = None
+    user_id: int | None = None
+
+    @property
+    def bound(self) -> bool:
+        return self.room_id is not None
+
+
+class Ctx:
+    """Collects the ordered actions of one event and offers the delivery helpers."""
+
+    __slots__ = ("actions", "failure_actions", "hub", "room", "sender", "session")
+
+    def __init__(
+        self, hub: Hub, session: Session, room: Room | None, sender: Participant | None
+    ) -> None:
+        self.hub = hub
+        self.session = session
+        self.room = room
+        self.sender = sender
+        self.actions: list[Action] = []
+        #: Frames paired with a failure (§6.1 name_taken alert), sent before the error.
+        self.failure_actions: list[Action] = []
+
+    # -- deliveries ---------------------------------------------------------------
+    def seq(self, room: Room, p: Participant, out: Outgoing | str, data: Any = None) -> int:
+        """Deliver a sequenced event: it joins the participant's replay buffer."""
+        if isinstance(out, str):
+            out = Outgoing(out, data)
+        seq, _ = p.replay.append(out)
+        self.actions.append(Send(room.room_id, p.user_id, out, seq, seq))
+        return seq
+
+    def unseq(
+        self, room: Room, p: Participant, out: Outgoing | str, data: Any = None,
+        after: int | None = None,
+    ) -> None:
+        """Deliver an unsequenced event (rtc relay, replies) to the participant if online."""
+        if isinstance(out, str):
+            out = Outgoing(out, data)
+        self.actions.append(
+            Send(room.room_id, p.user_id, out, None, p.replay.counter if after is None else after)
+        )
+
+    def reply(self, event: str, data: Any) -> None:
+        self.actions.append(Reply(Outgoing(event, data)))
+
+    def alert(self, room: Room, p: Participant, kind: str, message: str) -> None:
+        self.seq(room, p, "alerts", {"message": message, "type": kind})
+
+    def to_host(self, event: str, data: Any) -> None:
+        assert self.room is not None
+        self.seq(self.room, self.room.host, event, data)
+
+    def stats_changed(self) -> None:
+        assert self.room is not None
+        self.room.stats_version += 1
+        self.actions.append(StatsChanged(self.room.room_id))

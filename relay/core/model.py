@@ -1,0 +1,78 @@
+"""Observer room state: plain data, no I/O."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from .replay import ReplayBuffer
+
+HOST_ID = 1
+STATUSES = ("NONE", "IN_PROGRESS", "HELP", "DONE", "ACCEPTED")
+SIGNALS = ("NONE", "IN_PROGRESS", "HELP", "DONE")
+MAX_MESSAGES = 1000
+
+
+@dataclass(slots=True)
+class FileEntry:
+    content: str
+    status: str  # CREATED or CHANGED: the last one applied
+    size: int  # UTF-8 bytes of content
+
+
+@dataclass(slots=True)
+class Participant:
+    user_id: int
+    name: str
+    token: str
+    is_host: bool
+    replay: ReplayBuffer
+    online: bool = False
+    signal: str = "NONE"
+    statuses: dict[str, str] = field(default_factory=dict)
+    # A student's one conversation with the host, both directions, newest kept.
+    messages: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=MAX_MESSAGES))
+    files: dict[str, FileEntry] = field(default_factory=dict)
+    files_bytes: int = 0
+
+    @property
+    def role(self) -> str:
+        return "host" if self.is_host else "client"
+
+
+@dataclass(slots=True)
+class Room:
+    room_id: int
+    stats_key: str
+    participants: dict[int, Participant] = field(default_factory=dict)
+    next_user_id: int = 1
+    next_message_id: int = 1
+    sharer: int | None = None
+    steps: list[dict[str, str]] = field(default_factory=list)
+    draft: list[dict[str, str]] | None = None
+    settings: dict[str, list[str]] | None = None
+    exercise: str = ""
+    importing: bool = False
+    #: Monotonic time since which no participant is online (None while someone is).
+    empty_since: float | None = None
+    #: Bumped on every change of the stats data, so watchers can wait for a change.
+    stats_version: int = 0
+
+    @property
+    def host(self) -> Participant:
+        return self.participants[HOST_ID]
+
+    def students(self) -> list[Participant]:
+        """Students by ascending user id (dicts keep insertion order = id order)."""
+        return [p for p in self.participants.values() if not p.is_host]
+
+    def name_taken(self, name: str) -> Participant | None:
+        folded = name.casefold()
+        for p in self.participants.values():
+            if p.name.casefold() == folded:
+                return p
+        return None
+
+    def online_count(self) -> int:
+        return sum(1 for p in self.participants.values() if p.online)

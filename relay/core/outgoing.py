@@ -1,0 +1,51 @@
+"""A server event encoded once and shared by every recipient and codec.
+
+The JSON of a payload is produced once per event, however many participants receive it and
+whichever framing they use; codecs only wrap those bytes (plain: event name + ``seq``;
+Socket.IO: ``42[...]``) and may cache their wrapped form on the object.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+_encode = msgspec.json.encode
+
+
+class Outgoing:
+    """One server event: name, payload and its lazily encoded JSON."""
+
+    __slots__ = ("_payload", "cache", "data", "event", "event_json")
+
+    def __init__(self, event: str, data: Any) -> None:
+        self.event = event
+        self.data = data
+        self.event_json = _encode(event)
+        self._payload: bytes | None = None
+        #: Codec-owned cache of wrapped frames (e.g. the Socket.IO frame, identical for all).
+        self.cache: dict[str, bytes] = {}
+
+    @property
+    def payload(self) -> bytes:
+        if self._payload is None:
+            self._payload = _encode(self.data)
+        return self._payload
+
+    def plain_size(self, seq: int) -> int:
+        """Size of this event as a sequenced plain-JSON frame (the replay-buffer measure)."""
+        # {"event":<name>,"data":<payload>,"seq":<n>}
+        return 25 + len(self.event_json) + len(self.payload) + len(str(seq))
+
+    def __repr__(self) -> str:
+        return f"Outgoing({self.event!r}, {self.data!r})"
+
+
+def encode_json(value: Any) -> bytes:
+    return _encode(value)
+
+
+def compact_json_size(value: Any) -> int:
+    """UTF-8 size of the compact JSON encoding (separators ``,``/``:``, non-ASCII kept)."""
+    return len(_encode(value))

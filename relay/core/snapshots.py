@@ -1,0 +1,71 @@
+"""Views of room state sent to clients: ``room/update`` and the attach snapshots (§5.3)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .context import Ctx
+from .model import Participant, Room
+
+
+def room_update_data(room: Room) -> dict[str, Any]:
+    users = []
+    for p in room.participants.values():
+        users.append(
+            {
+                "id": p.user_id,
+                "name": p.name,
+                "role": p.role,
+                "status": "online" if p.online else "offline",
+                "steps": {} if p.is_host else dict(p.statuses),
+                "signal": None if p.is_host else p.signal,
+            }
+        )
+    return {"id": room.room_id, "host": room.host.user_id, "users": users}
+
+
+def send_room_update(ctx: Ctx, room: Room) -> None:
+    ctx.seq(room, room.host, "room/update", room_update_data(room))
+
+
+def sharing_snapshot_data(student: Participant) -> dict[str, Any]:
+    files = [
+        {"filename": name, "status": entry.status, "content": entry.content}
+        for name, entry in sorted(student.files.items())
+    ]
+    return {"user_id": student.user_id, "files": files}
+
+
+def send_host_snapshot(ctx: Ctx, room: Room) -> None:
+    host = room.host
+    steps = room.draft if room.draft is not None else room.steps
+    if steps:
+        ctx.seq(room, host, "steps/load", steps)
+    if room.settings is not None:
+        ctx.seq(room, host, "settings", room.settings)
+    send_room_update(ctx, room)
+    for student in room.students():
+        if student.messages:
+            ctx.seq(
+                room, host, "message/user",
+                {"user_id": student.user_id, "messages": list(student.messages)},
+            )
+    if room.sharer is not None and room.sharer in room.participants:
+        ctx.seq(room, host, "sharing/snapshot", sharing_snapshot_data(room.participants[room.sharer]))
+
+
+def send_student_snapshot(ctx: Ctx, room: Room, student: Participant) -> None:
+    if room.exercise:
+        ctx.seq(room, student, "exercise", {"content": room.exercise})
+    if room.steps:
+        ctx.seq(room, student, "steps/all", room.steps)
+    if room.settings is not None:
+        ctx.seq(room, student, "settings", room.settings)
+    if student.statuses:
+        ctx.seq(room, student, "steps/status/to_client", dict(student.statuses))
+    if room.sharer == student.user_id:
+        ctx.seq(room, student, "sharing/start", {})
+    host_id = room.host.user_id
+    for message in student.messages:
+        if message["sender"] == host_id:
+            ctx.seq(room, student, "message/to_client", message)

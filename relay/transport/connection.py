@@ -1,0 +1,329 @@
+"""One WebSocket connection: reader, writer and heartbeat tasks in one nursery.
+
+Incoming bytes are parsed by ``wsproto`` (masking, fragmentation, UTF-8, control frames);
+outgoing frames are built by ``wsframe`` and written by the writer task, which sends
+everything pending in one ``send_all``. The outgoing side is a bounded queue of
+unsequenced frames plus, for a bound observer participant, a cursor into its replay
+buffer (protocol §2.3 and Appendix C), so a slow reader costs no copies of broadcasts.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import TYPE_CHECKING
+
+import trio
+from wsproto.connection import Connection as WsConnection
+from wsproto.connection import ConnectionType
+from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
+from wsproto.utilities import LocalProtocolError, RemoteProtocolError
+
+from relay.core.model import Participant
+
+from . import wsframe
+
+if TYPE_CHECKING:
+    from relay.server import RelayServer
+
+log = logging.getLogger("relay.transport")
+
+MAX_BATCH_BYTES = 512 * 1024
+CLOSE_WAIT = 2.0
+
+# Close codes to the metric's disconnect reasons.
+CLOSE_REASONS = {
+    1000: "normal", 1001: "shutdown", 1002: "protocol", 1007: "protocol", 1008: "protocol",
+    1009: "too_large", 1011: "internal", 4000: "room_closed", 4001: "kicked",
+    4002: "slow_consumer", 4003: "replaced", 4004: "heartbeat", 4008: "rate_limited",
+}
+
+
+class WebSocketConnection:
+    """Framing, queues and lifetime shared by every endpoint; subclasses handle messages."""
+
+    endpoint = "observer"
+
+    def __init__(self, server: RelayServer, stream: trio.abc.Stream, ip: str,
+                 trailing: bytes) -> None:
+        self.server = server
+        self.config = server.config
+        self.stream = stream
+        self.ip = ip
+        self._ws = WsConnection(ConnectionType.SERVER, trailing_data=trailing)
+        self._control: list[bytes] = []
+        self._queue: deque[tuple[int, bytes]] = deque()
+        self._queue_bytes = 0
+        self._wake = trio.Event()
+        self._closing: tuple[int, str] | None = None
+        self._flush_deadline = float("inf")
+        self._closed = trio.Event()  # our close frame is out
+        self._peer_closed = trio.Event()
+        self._pong = trio.Event()
+        self._partial: list[str | bytes] = []
+        self._partial_size = 0
+        self.close_code: int | None = None
+        # Observer participants (unused on /ws).
+        self.participant: Participant | None = None
+        self.cursor = 0
+        self.live_from = 0
+        self._live_bytes = 0
+        self._nursery: trio.Nursery | None = None
+
+    # -- lifetime -----------------------------------------------------------------
+    async def run(self) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._reader)
+                nursery.start_soon(self._writer)
+                nursery.start_soon(self._heartbeat)
+                self.on_open()
+                await self._closed.wait()
+                # Give the peer a moment to answer our close frame, then hang up.
+                with trio.move_on_after(CLOSE_WAIT):
+                    await self._peer_closed.wait()
+                nursery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                try:
+                    self.on_close()
+                except Exception:
+                    log.exception("error while ending a connection")
+                with trio.move_on_after(0.5):
+                    await self.stream.aclose()
+
+    def on_open(self) -> None:
+        """Called once the tasks run (Socket.IO sends its open packet here)."""
+
+    def on_close(self) -> None:
+        """Called once when the connection is gone."""
+
+    # -- reading ------------------------------------------------------------------
+    async def _reader(self) -> None:
+        max_size = self.config.max_message_size
+        await self._feed(b"", max_size)  # frames that arrived with the handshake
+        while not self._peer_closed.is_set():
+            try:
+                data = await self.stream.receive_some(65536)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                data = b""
+            if not data:
+                self._peer_closed.set()
+                self._abort(1006, "connection lost")
+                return
+            await self._feed(data, max_size)
+
+    async def _feed(self, data: bytes, max_size: int) -> None:
+        try:
+            if data:
+                self._ws.receive_data(data)
+            for event in self._ws.events():
+                if isinstance(event, TextMessage | BytesMessage):
+                    chunk = event.data
+                    size = len(chunk) if isinstance(chunk, bytes) or chunk.isascii() else len(
+                        chunk.encode("utf-8"))
+                    self._partial_size += size
+                    if self._partial_size > max_size:
+                        self.close(1009, "message too big")
+                        self._peer_closed.set()
+                        return
+                    if self._closing is not None:
+                        continue
+                    self._partial.append(chunk)
+                    if event.message_finished:
+                        parts, self._partial, self._partial_size = self._partial, [], 0
+                        if isinstance(event, TextMessage):
+                            text = parts[0] if len(parts) == 1 else "".join(parts)  # type: ignore[arg-type]
+                            self.server.metrics.bytes_in(self.endpoint, size_of(text))
+                            self.handle_text(text)  # type: ignore[arg-type]
+                        else:
+                            self.handle_binary()
+                        # Let other tasks (and our writer) run between messages.
+                        await trio.lowlevel.checkpoint()
+                elif isinstance(event, Ping):
+                    self._control.append(wsframe.pong_frame(event.payload))
+                    self._wake.set()
+                elif isinstance(event, Pong):
+                    self._pong.set()
+                elif isinstance(event, CloseConnection):
+                    self._peer_closed.set()
+                    if self._closing is None:
+                        self.close(event.code if event.code in (1000, 1001) else 1000, "bye",
+                                   echo=True)
+                    return
+        except RemoteProtocolError as exc:
+            code = int(exc.event_hint.code) if hasattr(exc.event_hint, "code") else 1002  # type: ignore[union-attr]
+            self.close(code if code in (1002, 1007, 1009) else 1002, "protocol error")
+            self._peer_closed.set()
+        except LocalProtocolError:
+            self._peer_closed.set()
+
+    def handle_text(self, text: str) -> None:
+        raise NotImplementedError
+
+    def handle_binary(self) -> None:
+        raise NotImplementedError
+
+    # -- writing ------------------------------------------------------------------
+    def push(self, frame: bytes, after: int | None = None) -> None:
+        """Queue an unsequenced frame (after every sequenced frame <= ``after``)."""
+        if self._closing is not None:
+            return
+        if after is None:
+            after = self.participant.replay.counter if self.participant is not None else 0
+        size = len(frame)
+        if (len(self._queue) + 1 + self._live_frames() > self.config.send_queue_frames
+                or self._queue_bytes + size + self._live_bytes > self.config.send_queue_bytes):
+            self.close(4002, "slow consumer")
+            return
+        self._queue.append((after, frame))
+        self._queue_bytes += size
+        self._wake.set()
+
+    def sequenced(self, seq: int, size: int) -> None:
+        """A sequenced event was appended to our participant's replay buffer."""
+        if self._closing is not None:
+            return
+        if seq > self.live_from and seq > self.cursor:
+            self._live_bytes += size
+            if (len(self._queue) + self._live_frames() > self.config.send_queue_frames
+                    or self._queue_bytes + self._live_bytes > self.config.send_queue_bytes):
+                self.close(4002, "slow consumer")
+                return
+        self._wake.set()
+
+    def _live_frames(self) -> int:
+        p = self.participant
+        if p is None:
+            return 0
+        return max(0, p.replay.counter - max(self.cursor, self.live_from))
+
+    def attach(self, participant: Participant, cursor: int, live_from: int) -> None:
+        self.participant = participant
+        self.cursor = cursor
+        self.live_from = live_from
+        self._live_bytes = 0
+        self._wake.set()
+
+    def detach(self) -> None:
+        """Unbound again: pending sequenced events are dropped, queued frames kept in order."""
+        self.participant = None
+        self._live_bytes = 0
+        self._queue = deque((0, frame) for _, frame in self._queue)
+
+    def _next_batch(self) -> list[bytes]:
+        batch = self._control
+        self._control = []
+        size = sum(len(b) for b in batch)
+        queue = self._queue
+        p = self.participant
+        encode = self.encode_sequenced
+        while size < MAX_BATCH_BYTES:
+            if queue and (p is None or queue[0][0] <= self.cursor
+                          or self.cursor >= p.replay.counter):
+                _, frame = queue.popleft()
+                self._queue_bytes -= len(frame)
+            elif p is not None and self.cursor < p.replay.counter:
+                seq = self.cursor + 1
+                if seq < p.replay.first_seq:
+                    self.close(4002, "slow consumer")
+                    break
+                out, item_size = p.replay.get(seq)
+                frame = encode(out, seq)
+                self.cursor = seq
+                if seq > self.live_from:
+                    self._live_bytes -= item_size
+            else:
+                break
+            batch.append(frame)
+            size += len(frame)
+        return batch
+
+    def encode_sequenced(self, out: object, seq: int) -> bytes:
+        raise NotImplementedError
+
+    def _has_pending(self) -> bool:
+        p = self.participant
+        return bool(self._queue) or (p is not None and self.cursor < p.replay.counter)
+
+    async def _writer(self) -> None:
+        metrics = self.server.metrics
+        try:
+            while True:
+                if not self._control and (self._closing is not None or not self._has_pending()):
+                    if self._closing is not None and (
+                        not self._has_pending() or trio.current_time() >= self._flush_deadline
+                    ):
+                        break
+                    self._wake = trio.Event()
+                    if self._closing is not None:
+                        with trio.move_on_at(self._flush_deadline):
+                            await self._wake.wait()
+                    else:
+                        await self._wake.wait()
+                    continue
+                batch = self._next_batch()
+                if batch:
+                    data = b"".join(batch)
+                    metrics.bytes_out(self.endpoint, len(data))
+                    await self.stream.send_all(data)
+            code, reason = self._closing
+            preamble = self.close_preamble(code)
+            if self.close_code != 1006:
+                await self.stream.send_all(preamble + wsframe.close_frame(code, reason))
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            self._peer_closed.set()
+        finally:
+            self._closed.set()
+
+    def close_preamble(self, code: int) -> bytes:
+        return b""
+
+    # -- closing ------------------------------------------------------------------
+    def close(self, code: int, reason: str, *, flush: bool = False, echo: bool = False,
+              flush_timeout: float = CLOSE_WAIT) -> None:
+        """Start closing with ``code``; with ``flush``, queued frames go out first."""
+        if self._closing is not None:
+            return
+        self._closing = (code, reason)
+        self.close_code = code
+        if flush:
+            self._flush_deadline = trio.current_time() + flush_timeout
+        else:
+            self._flush_deadline = trio.current_time()
+            self._queue.clear()
+            self._queue_bytes = 0
+            self.participant = None
+        self._wake.set()
+
+    def _abort(self, code: int, reason: str) -> None:
+        """The peer is gone: no close frame can be sent."""
+        if self._closing is None:
+            self._closing = (code, reason)
+            self.close_code = code
+            self._flush_deadline = trio.current_time()
+            self._queue.clear()
+            self.participant = None
+        self._wake.set()
+
+    # -- heartbeat ----------------------------------------------------------------
+    async def _heartbeat(self) -> None:
+        interval = self.config.heartbeat_interval
+        timeout = self.config.heartbeat_timeout
+        n = 0
+        while True:
+            await trio.sleep(interval)
+            n += 1
+            self._pong = trio.Event()
+            self._control.append(wsframe.ping_frame(str(n).encode()))
+            self._wake.set()
+            with trio.move_on_after(timeout):
+                await self._pong.wait()
+            if not self._pong.is_set():
+                self.close(4004, "heartbeat timeout")
+                return
+
+
+def size_of(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8"))

@@ -1,0 +1,127 @@
+"""Observer connections (plain and Socket.IO framings): codec in, core out."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import trio
+
+from relay.codecs.base import BadFrame, CloseRequest, Incoming, ObserverCodec, Pong, Raw, Ref
+from relay.core.context import Session
+from relay.core.errors import EventError
+from relay.core.outgoing import Outgoing
+
+from .connection import WebSocketConnection
+
+if TYPE_CHECKING:
+    from relay.server import RelayServer
+
+SIO_CONNECT_DEADLINE = 45.0
+RATE_LIMITED = "rate_limited"
+
+
+class ObserverConnection(WebSocketConnection):
+    def __init__(self, server: RelayServer, stream: trio.abc.Stream, ip: str, trailing: bytes,
+                 codec: ObserverCodec) -> None:
+        super().__init__(server, stream, ip, trailing)
+        self.codec = codec
+        self.endpoint = codec.endpoint
+        self.session = Session(ip=ip)
+        self.replaced = False
+        self._limiter = server.new_rate_limiter()
+
+    # -- frames out -----------------------------------------------------------------
+    def encode_sequenced(self, out: object, seq: int) -> bytes:
+        assert isinstance(out, Outgoing)
+        self.server.metrics.message_out(self.endpoint, out.event)
+        return self.codec.event_frame(out, seq if self.endpoint == "observer" else None)
+
+    def send_event(self, out: Outgoing, after: int | None = None) -> None:
+        self.server.metrics.message_out(self.endpoint, out.event)
+        self.push(self.codec.event_frame(out, None), after)
+
+    def send_error(self, code: str, message: str, event: str | None, ref: Ref | None) -> None:
+        self.server.metrics.error(code)
+        self.push(self.codec.error_frame(code, message, event, ref))
+
+    def send_ack(self, ref: Ref, error: EventError | None) -> None:
+        self.push(self.codec.ack_frame(ref, error))
+
+    def close_preamble(self, code: int) -> bytes:
+        return self.codec.close_preamble(code)
+
+    # -- frames in -------------------------------------------------------------------
+    def handle_text(self, text: str) -> None:
+        codec = self.codec
+        if codec.costs_token(text) and not self._limiter.take(trio.current_time()):
+            self._rate_limited(text)
+            return
+        for item in codec.decode(text):
+            if isinstance(item, Incoming):
+                self.server.metrics.message_in(self.endpoint, item.event)
+                self.server.handle_event(self, item.event, item.data, item.ref)
+            elif isinstance(item, BadFrame):
+                self.server.metrics.message_in(self.endpoint, item.event or "unknown")
+                self.send_error(item.code, item.message, item.event, item.ref)
+                if item.ref is not None:
+                    self.send_ack(item.ref, EventError(item.code, item.message))
+            elif isinstance(item, Raw):
+                self.push(item.payload)
+            elif isinstance(item, Pong):
+                self._pong.set()
+            elif isinstance(item, CloseRequest):
+                self.close(item.code, item.reason)
+
+    def handle_binary(self) -> None:
+        if not self._limiter.take(trio.current_time()):
+            self._rate_limited("")
+            return
+        for item in self.codec.binary():
+            if isinstance(item, BadFrame):
+                self.send_error(item.code, item.message, item.event, item.ref)
+
+    def _rate_limited(self, text: str) -> None:
+        event, ref = self.codec.peek(text) if text else (None, None)
+        self.server.metrics.rate_limited(self.endpoint)
+        tell, close = self._limiter.drop(trio.current_time())
+        message = "rate limit exceeded; slow down"
+        if tell:
+            self.send_error(RATE_LIMITED, message, event, ref)
+        if ref is not None:
+            self.send_ack(ref, EventError(RATE_LIMITED, message))
+        if close:
+            self.close(4008, "rate limited", flush=True, flush_timeout=0.5)
+
+    # -- lifetime ----------------------------------------------------------------------
+    def on_open(self) -> None:
+        open_packet = getattr(self.codec, "open_packet", None)
+        if open_packet is not None:
+            self.push(open_packet())
+            assert self._nursery is not None
+            self._nursery.start_soon(self._sio_connect_deadline)
+
+    async def _sio_connect_deadline(self) -> None:
+        await trio.sleep(SIO_CONNECT_DEADLINE)
+        if not getattr(self.codec, "connected", True):
+            self.close(1008, "no namespace connect within 45 s")
+
+    async def _heartbeat(self) -> None:
+        ping = getattr(self.codec, "ping_frame", None)
+        if ping is None:
+            await super()._heartbeat()
+            return
+        interval = self.config.sio_ping_interval
+        timeout = self.config.sio_ping_timeout
+        while True:
+            await trio.sleep(interval)
+            self._pong = trio.Event()
+            self._control.append(ping())
+            self._wake.set()
+            with trio.move_on_after(timeout):
+                await self._pong.wait()
+            if not self._pong.is_set():
+                self.close(4004, "heartbeat timeout")
+                return
+
+    def on_close(self) -> None:
+        self.server.observer_closed(self)

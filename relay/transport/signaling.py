@@ -1,0 +1,51 @@
+"""``/ws`` seed-dialect connections: text in, ``SignalingHub`` frames out."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import trio
+
+from relay.core.outgoing import encode_json
+from signaling.ws_rooms import rate_limited_frame, type_label
+
+from .connection import WebSocketConnection
+from .wsframe import text_frame
+
+if TYPE_CHECKING:
+    from relay.server import RelayServer
+
+
+class SignalingConnection(WebSocketConnection):
+    endpoint = "ws"
+
+    def __init__(self, server: RelayServer, stream: trio.abc.Stream, ip: str,
+                 trailing: bytes) -> None:
+        super().__init__(server, stream, ip, trailing)
+        self.conn_id = server.signaling.connect()
+        self._limiter = server.new_rate_limiter()
+
+    def handle_text(self, text: str) -> None:
+        self._handle(text, binary=False)
+
+    def handle_binary(self) -> None:
+        self._handle(None, binary=True)
+
+    def _handle(self, text: str | None, *, binary: bool) -> None:
+        metrics = self.server.metrics
+        now = trio.current_time()
+        if not self._limiter.take(now):
+            metrics.rate_limited(self.endpoint)
+            tell, close = self._limiter.drop(now)
+            if tell:
+                metrics.error("ERROR")
+                self.push(text_frame(encode_json(rate_limited_frame())))
+            if close:
+                self.close(4008, "rate limited", flush=True, flush_timeout=0.5)
+            return
+        metrics.message_in(self.endpoint, type_label(text) if text is not None else "unknown")
+        self.server.deliver_signaling(self.server.signaling.receive(self.conn_id, text,
+                                                                     binary=binary))
+
+    def on_close(self) -> None:
+        self.server.signaling_closed(self)

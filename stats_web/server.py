@@ -1,0 +1,34 @@
+"""Run the Quart-Trio web app on Hypercorn inside the relay's nursery."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+
+from .app import create_app
+
+if TYPE_CHECKING:
+    from relay.server import RelayServer
+
+
+async def serve_web(server: RelayServer, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve the web port; reports the bound port through ``task_status``."""
+    cfg = HypercornConfig()
+    cfg.bind = [f"{server.config.host}:{server.config.http_port}"]
+    cfg.accesslog = None
+    cfg.errorlog = None
+    cfg.graceful_timeout = 1.0
+    cfg.keep_alive_timeout = 5.0
+    app = create_app(server)
+
+    async def started(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        await serve(app, cfg, shutdown_trigger=server.web_shutdown.wait,  # type: ignore[arg-type]
+                    task_status=task_status)
+
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(started)
+        port = int(str(binds[0]).rsplit(":", 1)[1])
+        task_status.started(port)
