@@ -238,7 +238,7 @@ class RelayServer:
                 if action.seq is None:
                     conn.send_event(action.out, action.after)
                 else:
-                    conn.sequenced(action.seq, action.out.plain_size(action.seq))
+                    conn.sequenced(action.out, action.seq, action.out.plain_size(action.seq))
             elif isinstance(action, Reply):
                 if sender is not None:
                     sender.send_event(action.out)
@@ -250,7 +250,7 @@ class RelayServer:
                     old.replaced = True
                     old.close(4003, "replaced by a newer connection")
                 room = self.hub.rooms[action.room_id]
-                sender.attach(room.participants[action.user_id], action.cursor, action.live_from)
+                sender.attach(room.participants[action.user_id], action.cursor, action.replay_end)
                 conns[key] = sender
             elif isinstance(action, Unbind):
                 if sender is not None and sender.participant is not None:

@@ -36,16 +36,17 @@ class Reply:
 
 @dataclass(slots=True)
 class Bind:
-    """Bind the sender's connection to a participant; its writer starts after ``cursor``.
+    """Bind the sender's connection to a participant.
 
-    ``live_from``: sequenced events up to this seq are a replay and do not count against the
-    outgoing queue bound (Appendix C, replay after 4002).
+    Its writer replays the buffered events with seq in (``cursor``, ``replay_end``] before
+    any live frame; the replay does not count against the outgoing queue bound
+    (Appendix C, replay after 4002).
     """
 
     room_id: int
     user_id: int
     cursor: int
-    live_from: int
+    replay_end: int
 
 
 @dataclass(slots=True)

@@ -3,8 +3,8 @@
 Incoming bytes are parsed by ``wsproto`` (masking, fragmentation, UTF-8, control frames);
 outgoing frames are built by ``wsframe`` and written by the writer task, which sends
 everything pending in one ``send_all``. The outgoing side is a bounded queue of
-unsequenced frames plus, for a bound observer participant, a cursor into its replay
-buffer (protocol §2.3 and Appendix C), so a slow reader costs no copies of broadcasts.
+frames (sequenced events are queued by reference, encoded only when written), and an
+attach streams its replay from the participant's replay buffer (protocol §2.3, Appendix C).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessag
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from relay.core.model import Participant
+from relay.core.outgoing import Outgoing
 
 from . import wsframe
 
@@ -29,7 +30,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("relay.transport")
 
 MAX_BATCH_BYTES = 512 * 1024
-CLOSE_WAIT = 2.0
+CLOSE_WAIT = 2.0  # flushing closes (room closed) and waiting for the peer's close frame
+CLOSE_GRACE = 5.0  # longest a write may block once the connection is closing
 
 # Close codes to the metric's disconnect reasons.
 CLOSE_REASONS = {
@@ -52,11 +54,16 @@ class WebSocketConnection:
         self.ip = ip
         self._ws = WsConnection(ConnectionType.SERVER, trailing_data=trailing)
         self._control: list[bytes] = []
-        self._queue: deque[tuple[int, bytes]] = deque()
+        self._pre: list[bytes] = []
+        self._queue: deque[tuple[bytes | tuple[Outgoing, int], int]] = deque()
         self._queue_bytes = 0
         self._wake = trio.Event()
         self._closing: tuple[int, str] | None = None
+        # Frames are still taken while a flushing close drains (e.g. the ack of room/close).
+        self._accepting = True
         self._flush_deadline = float("inf")
+        self._send_deadline = float("inf")
+        self._send_scope: trio.CancelScope | None = None
         self._closed = trio.Event()  # our close frame is out
         self._peer_closed = trio.Event()
         self._pong = trio.Event()
@@ -65,9 +72,8 @@ class WebSocketConnection:
         self.close_code: int | None = None
         # Observer participants (unused on /ws).
         self.participant: Participant | None = None
-        self.cursor = 0
-        self.live_from = 0
-        self._live_bytes = 0
+        self.cursor = 0  # highest seq written (or skipped, on a fresh attach)
+        self.replay_end = 0  # the replay streams seqs (cursor, replay_end]
         self._nursery: trio.Nursery | None = None
 
     # -- lifetime -----------------------------------------------------------------
@@ -166,112 +172,121 @@ class WebSocketConnection:
         raise NotImplementedError
 
     # -- writing ------------------------------------------------------------------
+    # Outgoing order: control frames (pongs, pings), then ``_pre`` (the reply frames of an
+    # attach), then the replay range (cursor, replay_end] streamed from the participant's
+    # replay buffer, then ``_queue`` in enqueue order. Only ``_queue`` counts against the
+    # §2.3 bound: a replay after 4002 may be longer than the queue (Appendix C).
     def push(self, frame: bytes, after: int | None = None) -> None:
-        """Queue an unsequenced frame (after every sequenced frame <= ``after``)."""
-        if self._closing is not None:
+        """Queue an unsequenced frame; ``after`` <= cursor places it before the replay."""
+        if not self._accepting:
             return
-        if after is None:
-            after = self.participant.replay.counter if self.participant is not None else 0
-        size = len(frame)
-        if (len(self._queue) + 1 + self._live_frames() > self.config.send_queue_frames
-                or self._queue_bytes + size + self._live_bytes > self.config.send_queue_bytes):
+        if after is not None and self.cursor < self.replay_end and after <= self.cursor:
+            self._pre.append(frame)
+        else:
+            self._enqueue(frame, len(frame))
+        self._wake.set()
+
+    def sequenced(self, out: Outgoing, seq: int, size: int) -> None:
+        """A live sequenced event for our participant (already in its replay buffer)."""
+        if not self._accepting or seq <= self.replay_end:
+            return
+        self._enqueue((out, seq), size)
+        self._wake.set()
+
+    def _enqueue(self, item: bytes | tuple[Outgoing, int], size: int) -> None:
+        if (len(self._queue) >= self.config.send_queue_frames
+                or self._queue_bytes + size > self.config.send_queue_bytes):
             self.close(4002, "slow consumer")
             return
-        self._queue.append((after, frame))
+        self._queue.append((item, size))
         self._queue_bytes += size
-        self._wake.set()
 
-    def sequenced(self, seq: int, size: int) -> None:
-        """A sequenced event was appended to our participant's replay buffer."""
-        if self._closing is not None:
-            return
-        if seq > self.live_from and seq > self.cursor:
-            self._live_bytes += size
-            if (len(self._queue) + self._live_frames() > self.config.send_queue_frames
-                    or self._queue_bytes + self._live_bytes > self.config.send_queue_bytes):
-                self.close(4002, "slow consumer")
-                return
-        self._wake.set()
-
-    def _live_frames(self) -> int:
-        p = self.participant
-        if p is None:
-            return 0
-        return max(0, p.replay.counter - max(self.cursor, self.live_from))
-
-    def attach(self, participant: Participant, cursor: int, live_from: int) -> None:
+    def attach(self, participant: Participant, cursor: int, replay_end: int) -> None:
         self.participant = participant
         self.cursor = cursor
-        self.live_from = live_from
-        self._live_bytes = 0
+        self.replay_end = replay_end
         self._wake.set()
 
     def detach(self) -> None:
-        """Unbound again: pending sequenced events are dropped, queued frames kept in order."""
+        """Unbound again (room/leave): what is queued still goes out, the replay stops."""
         self.participant = None
-        self._live_bytes = 0
-        self._queue = deque((0, frame) for _, frame in self._queue)
+        self.replay_end = self.cursor
 
     def _next_batch(self) -> list[bytes]:
         batch = self._control
         self._control = []
-        size = sum(len(b) for b in batch)
-        queue = self._queue
+        if self._pre:
+            batch.extend(self._pre)
+            self._pre = []
+        size = 0
         p = self.participant
         encode = self.encode_sequenced
-        while size < MAX_BATCH_BYTES:
-            if queue and (p is None or queue[0][0] <= self.cursor
-                          or self.cursor >= p.replay.counter):
-                _, frame = queue.popleft()
-                self._queue_bytes -= len(frame)
-            elif p is not None and self.cursor < p.replay.counter:
-                seq = self.cursor + 1
-                if seq < p.replay.first_seq:
-                    self.close(4002, "slow consumer")
-                    break
-                out, item_size = p.replay.get(seq)
+        while p is not None and self.cursor < self.replay_end and size < MAX_BATCH_BYTES:
+            seq = self.cursor + 1
+            if seq < p.replay.first_seq:
+                self.close(4002, "slow consumer")  # the replay fell behind eviction
+                return batch
+            out, _ = p.replay.get(seq)
+            frame = encode(out, seq)
+            batch.append(frame)
+            size += len(frame)
+            self.cursor = seq
+        queue = self._queue
+        while queue and size < MAX_BATCH_BYTES:
+            item, item_size = queue.popleft()
+            self._queue_bytes -= item_size
+            if isinstance(item, tuple):
+                out, seq = item
                 frame = encode(out, seq)
                 self.cursor = seq
-                if seq > self.live_from:
-                    self._live_bytes -= item_size
             else:
-                break
+                frame = item
             batch.append(frame)
             size += len(frame)
         return batch
 
-    def encode_sequenced(self, out: object, seq: int) -> bytes:
+    def encode_sequenced(self, out: Outgoing, seq: int) -> bytes:
         raise NotImplementedError
 
     def _has_pending(self) -> bool:
-        p = self.participant
-        return bool(self._queue) or (p is not None and self.cursor < p.replay.counter)
+        return bool(self._queue) or bool(self._pre) or (
+            self.participant is not None and self.cursor < self.replay_end)
+
+    async def _send(self, data: bytes) -> bool:
+        """Write ``data``; False when a closing deadline cut the write short.
+
+        A cut write leaves a partial frame on the wire, so nothing more may be sent.
+        """
+        with trio.CancelScope(deadline=self._send_deadline) as scope:
+            self._send_scope = scope
+            await self.stream.send_all(data)
+        self._send_scope = None
+        return not scope.cancelled_caught
 
     async def _writer(self) -> None:
         metrics = self.server.metrics
         try:
             while True:
-                if not self._control and (self._closing is not None or not self._has_pending()):
-                    if self._closing is not None and (
-                        not self._has_pending() or trio.current_time() >= self._flush_deadline
-                    ):
-                        break
+                pending = bool(self._control) or self._has_pending()
+                if self._closing is not None and (
+                    not pending or trio.current_time() >= self._flush_deadline
+                ):
+                    break
+                if not pending:
                     self._wake = trio.Event()
-                    if self._closing is not None:
-                        with trio.move_on_at(self._flush_deadline):
-                            await self._wake.wait()
-                    else:
-                        await self._wake.wait()
+                    await self._wake.wait()
                     continue
                 batch = self._next_batch()
                 if batch:
                     data = b"".join(batch)
                     metrics.bytes_out(self.endpoint, len(data))
-                    await self.stream.send_all(data)
+                    if not await self._send(data):
+                        return
+            assert self._closing is not None
             code, reason = self._closing
-            preamble = self.close_preamble(code)
             if self.close_code != 1006:
-                await self.stream.send_all(preamble + wsframe.close_frame(code, reason))
+                self._send_deadline = trio.current_time() + CLOSE_GRACE
+                await self._send(self.close_preamble(code) + wsframe.close_frame(code, reason))
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             self._peer_closed.set()
         finally:
@@ -288,22 +303,31 @@ class WebSocketConnection:
             return
         self._closing = (code, reason)
         self.close_code = code
+        now = trio.current_time()
         if flush:
-            self._flush_deadline = trio.current_time() + flush_timeout
+            self._flush_deadline = now + flush_timeout
         else:
-            self._flush_deadline = trio.current_time()
+            self._accepting = False
+            self._flush_deadline = now
+        # A write in progress (a peer that stopped reading) gets a bounded grace.
+        self._send_deadline = max(self._flush_deadline, now + CLOSE_GRACE)
+        if self._send_scope is not None:
+            self._send_scope.deadline = self._send_deadline
             self._queue.clear()
+            self._pre.clear()
             self._queue_bytes = 0
             self.participant = None
         self._wake.set()
 
     def _abort(self, code: int, reason: str) -> None:
         """The peer is gone: no close frame can be sent."""
+        self._accepting = False
         if self._closing is None:
             self._closing = (code, reason)
             self.close_code = code
             self._flush_deadline = trio.current_time()
             self._queue.clear()
+            self._pre.clear()
             self.participant = None
         self._wake.set()
 

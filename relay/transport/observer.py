@@ -31,8 +31,7 @@ class ObserverConnection(WebSocketConnection):
         self._limiter = server.new_rate_limiter()
 
     # -- frames out -----------------------------------------------------------------
-    def encode_sequenced(self, out: object, seq: int) -> bytes:
-        assert isinstance(out, Outgoing)
+    def encode_sequenced(self, out: Outgoing, seq: int) -> bytes:
         self.server.metrics.message_out(self.endpoint, out.event)
         return self.codec.event_frame(out, seq if self.endpoint == "observer" else None)
 

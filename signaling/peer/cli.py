@@ -55,7 +55,6 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="signaling dialect (default: ws when the URL path is /ws, else observer)",
     )
     p.add_argument("--name", help="display name (ws dialect: username)")
-    p.add_argument("--count", type=_positive_int, help="host: stop after N decoded frames")
     p.add_argument("--duration", type=_positive_float, help="stop after S seconds")
     p.add_argument(
         "--loopback-only",
@@ -97,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--room", help="rehost this room (needs --user-id and --token)")
     host.add_argument("--user-id", type=int, help="host user id for --room (normally 1)")
     host.add_argument("--token", help="host token for --room")
+    host.add_argument(
+        "--count",
+        type=_positive_int,
+        help="stop after N decoded frames (summed over all students); exit 0 needs N",
+    )
     host.add_argument("--snapshot", metavar="PNG", help="save the last received frame here")
     host.add_argument(
         "--accept",
@@ -119,7 +123,7 @@ def parse_options(argv: list[str] | None = None) -> Options:
         dialect=dialect,
         room=a.room,
         name=a.name,
-        count=a.count,
+        count=getattr(a, "count", None),
         duration=a.duration,
         loopback_only=a.loopback_only,
         progress=a.progress,
@@ -130,8 +134,6 @@ def parse_options(argv: list[str] | None = None) -> Options:
     if a.role == "student":
         opts.width, opts.height = a.size
         opts.fps = a.fps
-        if a.count is not None:
-            parser.error("--count applies to the host only")
     else:
         opts.create = a.create
         opts.user_id = a.user_id

@@ -17,13 +17,13 @@ from aiortc.sdp import candidate_from_sdp
 LOOPBACK = "127.0.0.1"
 
 
-def _loopback_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+def loopback_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
     return [LOOPBACK]
 
 
 def force_loopback_host_addresses() -> None:
     """Make aioice gather only 127.0.0.1 host candidates (it skips loopback by default)."""
-    aioice.ice.get_host_addresses = _loopback_host_addresses  # type: ignore[assignment]
+    aioice.ice.get_host_addresses = loopback_host_addresses  # type: ignore[assignment]
 
 
 def candidate_address(line: str) -> str | None:
@@ -112,9 +112,7 @@ def build_configuration(ice_servers: Any) -> RTCConfiguration:
                 urls = [urls]
             if not isinstance(urls, list):
                 continue
-            usable = [
-                u for u in urls if isinstance(u, str) and u.split(":", 1)[0] in _SCHEMES
-            ]
+            usable = [u for u in urls if isinstance(u, str) and u.split(":", 1)[0] in _SCHEMES]
             if not usable:
                 continue
             username = entry.get("username")

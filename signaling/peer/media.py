@@ -13,6 +13,7 @@ import asyncio
 import fractions
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -102,9 +103,7 @@ class PatternGenerator:
         self._bars_height = strip_top
         bar_index = (np.arange(width) * len(_BARS)) // width
         row = _BARS[bar_index]  # (width, 3)
-        self._bars: RGB = np.ascontiguousarray(
-            np.broadcast_to(row, (strip_top, width, 3))
-        )
+        self._bars: RGB = np.ascontiguousarray(np.broadcast_to(row, (strip_top, width, 3)))
         self._scale = max(2, height // 40)
 
     def render(self, counter: int) -> RGB:
@@ -151,7 +150,7 @@ class PatternGenerator:
             img[lay.top : lay.top + lay.cell, x : x + lay.cell] = 255 if bit else 0
 
 
-def decode_counter(rgb: RGB) -> int | None:
+def decode_counter(rgb: npt.NDArray[Any]) -> int | None:
     """Read the frame number from a received frame, or None if the strip is unreadable."""
     height, width = rgb.shape[0], rgb.shape[1]
     if width < MIN_WIDTH or height < MIN_HEIGHT:

@@ -16,7 +16,6 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import VideoFrame
 
@@ -227,7 +226,12 @@ class StudentRunner(Runner):
         elif kind == "error":
             if event.detail.startswith("peer_offline"):
                 log("the host is offline; will request again when it is back")
-        elif kind in ("host-back", "reconnected", "resync"):
+        elif kind == "host-back":
+            # The teacher was offline: possibly a new host process whose WebRTC side knows
+            # nothing of us, while our old connection still looks "connected" until ICE
+            # consent expires. Ask again; the host's allow replaces the old connection.
+            await self._request()
+        elif kind in ("reconnected", "resync"):
             # rtc/* relays are not buffered by the relay, so a request or allow may be lost.
             if not self._sharing():
                 await self._request()
@@ -415,7 +419,7 @@ class HostRunner(Runner):
 
     @staticmethod
     def _track_counter(stats: PeerStats, frame: VideoFrame) -> None:
-        counter = decode_counter(np.asarray(frame.to_ndarray(format="rgb24"), dtype=np.uint8))
+        counter = decode_counter(frame.to_ndarray(format="rgb24"))
         if counter is None:
             stats.unreadable += 1
             return

@@ -1,0 +1,52 @@
+"""Who may see a room's stats (§8): room id parsing, lookup and the stats key."""
+
+from __future__ import annotations
+
+import enum
+import hmac
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from relay.core.model import Room
+    from relay.server import RelayServer
+
+
+class Denied(enum.Enum):
+    """Why a stats request is refused, in the order the checks run."""
+
+    NOT_FOUND = 404
+    FORBIDDEN = 403
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """Outcome of :func:`find_room`: the room, or why it is refused."""
+
+    room: Room | None
+    denied: Denied | None
+
+
+def parse_room_id(raw: str) -> int | None:
+    """A path segment that is a decimal integer (ASCII digits only), else None."""
+    if raw and raw.isascii() and raw.isdigit():
+        return int(raw)
+    return None
+
+
+def key_matches(given: str | None, expected: str) -> bool:
+    """Constant-time comparison of the ``key`` query parameter with the room's stats key."""
+    if given is None:
+        return False
+    return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+
+
+def find_room(server: RelayServer, raw_id: str, key: str | None) -> Lookup:
+    """Unknown or non-integer room → 404 (before the key); missing or wrong key → 403."""
+    room_id = parse_room_id(raw_id)
+    room = server.hub.rooms.get(room_id) if room_id is not None else None
+    if room is None:
+        return Lookup(None, Denied.NOT_FOUND)
+    if not server.config.public_stats and not key_matches(key, room.stats_key):
+        return Lookup(None, Denied.FORBIDDEN)
+    return Lookup(room, None)

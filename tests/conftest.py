@@ -1,0 +1,26 @@
+"""Shared fixtures: a real relay server in the test nursery."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+
+from relay.server import RelayServer
+from tests.support import Relay, StartRelay, make_config
+
+
+@pytest.fixture
+async def start_relay(nursery: trio.Nursery) -> StartRelay:
+    async def start(**overrides: Any) -> Relay:
+        server = RelayServer(make_config(**overrides))
+        await nursery.start(server.serve)
+        return Relay(server, nursery)
+
+    return start
+
+
+@pytest.fixture
+async def relay(start_relay: StartRelay) -> Relay:
+    return await start_relay()
