@@ -27,8 +27,17 @@ from relay.codecs.base import Ref
 from relay.codecs.plain import PlainCodec
 from relay.config import Config
 from relay.core.actions import (
-    Action, Bind, Counted, Disconnect, Reply, RoomClosed, RoomOpened, Send, StartImport,
-    StatsChanged, Unbind,
+    Action,
+    Bind,
+    Counted,
+    Disconnect,
+    Reply,
+    RoomClosed,
+    RoomOpened,
+    Send,
+    StartImport,
+    StatsChanged,
+    Unbind,
 )
 from relay.core.hub import Hub
 from relay.core.notion_fetch import fetch_notion_tasks

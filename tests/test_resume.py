@@ -88,7 +88,7 @@ async def test_ahead_gives_ahead_resync(relay: Relay) -> None:
 
 async def test_host_resume_and_fresh_rehost(relay: Relay) -> None:
     host, room = await relay.host()
-    student, joined = await relay.student(room["room_id"], "Ann")
+    student, _joined = await relay.student(room["room_id"], "Ann")
     await host.expect("room/update")
     await host.ok("sharing/start", {"user_id": 2})
     await student.expect("sharing/start")

@@ -27,6 +27,7 @@ log = logging.getLogger("relay.core")
 
 JOIN_FAILURE_WINDOW = 60.0
 COUNTED_FAILURES = frozenset({"room_not_found", "user_not_found", "bad_token"})
+REATTACH_EVENTS = frozenset({"room/join", "room/rehost", "room/rejoin"})
 
 
 @dataclass(slots=True)
@@ -109,7 +110,7 @@ class Hub:
                 raise EventError("forbidden", "'room_id' is not your room")
             spec.apply(ctx, parsed)
         except EventError as exc:
-            if exc.code in COUNTED_FAILURES and event in ("room/join", "room/rehost", "room/rejoin"):
+            if exc.code in COUNTED_FAILURES and event in REATTACH_EVENTS:
                 self._count_join_failure(session.ip)
             return Outcome(ctx.failure_actions, exc)
         except Exception:
@@ -207,4 +208,4 @@ def _is_deferred(ctx: Ctx) -> bool:
 
 
 # The event modules register their handlers in ``EVENTS`` when imported.
-from . import classroom, lifecycle, messages, rtc, sharing, steps  # noqa: E402
+from . import lifecycle, steps  # noqa: E402

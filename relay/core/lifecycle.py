@@ -20,6 +20,7 @@ from .versions import is_outdated
 NAME_LIMIT = 32
 TEACHER_OFFLINE = "The teacher is offline!"
 TEACHER_BACK = "The teacher reconnected!"
+OUTDATED = "You have an outdated version of the plugin. Please install the latest version "
 
 
 # -- shared helpers ------------------------------------------------------------------
@@ -149,8 +150,7 @@ def room_join(ctx: Ctx, parsed: tuple[int, str | None, str | None]) -> None:
     send_student_snapshot(ctx, room, student)
     newest = ctx.hub.settings.plugin_version
     if version is not None and is_outdated(version, newest):
-        ctx.alert(room, student, "WARNING",
-                  f"You have an outdated version of the plugin. Please install the latest version {newest}")
+        ctx.alert(room, student, "WARNING", OUTDATED + newest)
     send_room_update(ctx, room)
     ctx.stats_changed()
 

@@ -23,18 +23,18 @@ def obj(data: Any) -> dict[str, Any]:
 
 def req_int(data: dict[str, Any], key: str) -> int:
     value = data.get(key)
-    if not is_int(value):
+    if type(value) is not int:
         raise invalid(f"'{key}' must be an integer")
-    return int(value)  # type: ignore[call-overload]
+    return value
 
 
 def opt_int(data: dict[str, Any], key: str) -> int | None:
     value = data.get(key)
     if value is None:
         return None
-    if not is_int(value):
+    if type(value) is not int:
         raise invalid(f"'{key}' must be an integer")
-    return int(value)  # type: ignore[call-overload]
+    return value
 
 
 def req_str(data: dict[str, Any], key: str) -> str:

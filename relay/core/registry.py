@@ -36,7 +36,9 @@ class EventSpec:
 EVENTS: dict[str, EventSpec] = {}
 
 
-def event(name: str, role: str, parse: Parse, *, room_id_key: bool = True) -> Callable[[Apply], Apply]:
+def event(
+    name: str, role: str, parse: Parse, *, room_id_key: bool = True
+) -> Callable[[Apply], Apply]:
     """Register ``apply`` for ``name``; ``parse`` validates the payload first."""
 
     def deco(apply: Apply) -> Apply:

@@ -51,7 +51,8 @@ def send_host_snapshot(ctx: Ctx, room: Room) -> None:
                 {"user_id": student.user_id, "messages": list(student.messages)},
             )
     if room.sharer is not None and room.sharer in room.participants:
-        ctx.seq(room, host, "sharing/snapshot", sharing_snapshot_data(room.participants[room.sharer]))
+        sharer = room.participants[room.sharer]
+        ctx.seq(room, host, "sharing/snapshot", sharing_snapshot_data(sharer))
 
 
 def send_student_snapshot(ctx: Ctx, room: Room, student: Participant) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import trio
 from wsproto.connection import Connection as WsConnection
@@ -118,7 +118,7 @@ class WebSocketConnection:
                 self._peer_closed.set()
                 self._abort(1006, "connection lost")
                 return
-            await self._feed(data, max_size)
+            await self._feed(cast(bytes, data), max_size)
 
     async def _feed(self, data: bytes, max_size: int) -> None:
         try:
@@ -126,9 +126,9 @@ class WebSocketConnection:
                 self._ws.receive_data(data)
             for event in self._ws.events():
                 if isinstance(event, TextMessage | BytesMessage):
-                    chunk = event.data
-                    size = len(chunk) if isinstance(chunk, bytes) or chunk.isascii() else len(
-                        chunk.encode("utf-8"))
+                    chunk: str | bytes = bytes(event.data) if isinstance(
+                        event, BytesMessage) else event.data
+                    size = len(chunk) if isinstance(chunk, bytes) else size_of(chunk)
                     self._partial_size += size
                     if self._partial_size > max_size:
                         self.close(1009, "message too big")
@@ -140,9 +140,10 @@ class WebSocketConnection:
                     if event.message_finished:
                         parts, self._partial, self._partial_size = self._partial, [], 0
                         if isinstance(event, TextMessage):
-                            text = parts[0] if len(parts) == 1 else "".join(parts)  # type: ignore[arg-type]
+                            text = cast(str, parts[0]) if len(parts) == 1 else "".join(
+                                cast(list[str], parts))
                             self.server.metrics.bytes_in(self.endpoint, size_of(text))
-                            self.handle_text(text)  # type: ignore[arg-type]
+                            self.handle_text(text)
                         else:
                             self.handle_binary()
                         # Let other tasks (and our writer) run between messages.

@@ -48,7 +48,7 @@ async def read_request(stream: trio.abc.Stream) -> Request | None:
                     data = await stream.receive_some(65536)
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                     return None
-                conn.receive_data(data)
+                conn.receive_data(bytes(data))
                 if not data:
                     return None
                 continue
