@@ -1,14 +1,19 @@
-"""The relay's counters, exported in Prometheus format by the web port (§8.5).
+"""The relay's counters, exported in Prometheus text format by the web port (§8.5).
 
+Hot-path counting is a dict increment; the Prometheus families are built only when
+``/metrics`` is scraped (a custom collector), so metrics cost almost nothing per message.
 One registry per server, so several servers in one test process never share counters.
 Gauges (connections, rooms, participants) are read from live state at scrape time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from relay.core.registry import EVENTS
 
@@ -23,72 +28,86 @@ SERVER_EVENTS = frozenset({
     "message", "message/user", "steps/load", "log", "alerts", "alert",
 })
 
+# name -> (help, label names)
+COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "observer_connections_opened": ("WebSocket connections opened", ("endpoint",)),
+    "observer_messages_in": ("WebSocket messages received", ("endpoint", "event")),
+    "observer_messages_out": ("WebSocket messages sent", ("endpoint", "event")),
+    "observer_bytes_in": ("Bytes received in WebSocket messages", ("endpoint",)),
+    "observer_bytes_out": ("Bytes written to WebSocket connections", ("endpoint",)),
+    "observer_errors": ("Error answers sent", ("code",)),
+    "observer_rate_limited_frames": ("Frames dropped by the rate limit", ("endpoint",)),
+    "observer_disconnects": ("WebSocket connections closed", ("reason",)),
+    "observer_resumes": ("Attaches by resume result", ("result",)),
+    "observer_replayed_events": ("Events replayed on resume", ()),
+    "observer_imports": ("Steps imports", ("source", "result")),
+}
 
-def _label(event: str) -> str:
+
+def event_label(event: str) -> str:
+    """A documented event name or ``/ws`` type, else ``unknown`` (bounded label set)."""
     if event in EVENTS or event in SERVER_EVENTS or event in WS_TYPES:
         return event
     return "unknown"
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, gauges: Callable[[], dict[str, dict[tuple[str, ...], float]]]
+                 | None = None) -> None:
+        self.counts: dict[tuple[str, tuple[str, ...]], float] = defaultdict(float)
+        self._gauges = gauges
         self.registry = CollectorRegistry()
-        r = self.registry
-        self.connections = Gauge("observer_connections", "Open WebSocket connections",
-                                 ["endpoint"], registry=r)
-        self.opened = Counter("observer_connections_opened", "WebSocket connections opened",
-                              ["endpoint"], registry=r)
-        self.rooms = Gauge("observer_rooms", "Rooms", ["kind"], registry=r)
-        self.participants = Gauge("observer_participants", "Observer participants",
-                                  ["status"], registry=r)
-        self.messages_in = Counter("observer_messages_in", "Messages received",
-                                   ["endpoint", "event"], registry=r)
-        self.messages_out = Counter("observer_messages_out", "Messages sent",
-                                    ["endpoint", "event"], registry=r)
-        self.bytes_in_c = Counter("observer_bytes_in", "Bytes received", ["endpoint"], registry=r)
-        self.bytes_out_c = Counter("observer_bytes_out", "Bytes sent", ["endpoint"], registry=r)
-        self.errors = Counter("observer_errors", "Errors sent", ["code"], registry=r)
-        self.rate_limited_c = Counter("observer_rate_limited_frames", "Frames dropped by the "
-                                      "rate limit", ["endpoint"], registry=r)
-        self.disconnects = Counter("observer_disconnects", "Connections closed", ["reason"],
-                                   registry=r)
-        self.resumes = Counter("observer_resumes", "Attaches by resume result", ["result"],
-                               registry=r)
-        self.replayed = Counter("observer_replayed_events", "Events replayed on resume",
-                                registry=r)
-        self.imports = Counter("observer_imports", "Steps imports", ["source", "result"],
-                               registry=r)
+        self.registry.register(self)  # type: ignore[arg-type]
         for endpoint in ENDPOINTS:
-            self.connections.labels(endpoint)
-            self.opened.labels(endpoint)
-        self._in_cache: dict[tuple[str, str], Callable[[], None]] = {}
-        self._out_cache: dict[tuple[str, str], Callable[[], None]] = {}
+            self.counts[("observer_connections_opened", (endpoint,))] += 0
 
+    def inc(self, name: str, *labels: str, amount: float = 1) -> None:
+        self.counts[(name, labels)] += amount
+
+    # Shorthands for the hot paths.
     def message_in(self, endpoint: str, event: str) -> None:
-        key = (endpoint, event)
-        inc = self._in_cache.get(key)
-        if inc is None:
-            inc = self._in_cache[key] = self.messages_in.labels(endpoint, _label(event)).inc
-        inc()
+        self.counts[("observer_messages_in", (endpoint, event_label(event)))] += 1
 
     def message_out(self, endpoint: str, event: str) -> None:
-        key = (endpoint, event)
-        inc = self._out_cache.get(key)
-        if inc is None:
-            inc = self._out_cache[key] = self.messages_out.labels(endpoint, _label(event)).inc
-        inc()
+        self.counts[("observer_messages_out", (endpoint, event_label(event)))] += 1
 
     def bytes_in(self, endpoint: str, n: int) -> None:
-        self.bytes_in_c.labels(endpoint).inc(n)
+        self.counts[("observer_bytes_in", (endpoint,))] += n
 
     def bytes_out(self, endpoint: str, n: int) -> None:
-        self.bytes_out_c.labels(endpoint).inc(n)
+        self.counts[("observer_bytes_out", (endpoint,))] += n
 
     def error(self, code: str) -> None:
-        self.errors.labels(code).inc()
+        self.counts[("observer_errors", (code,))] += 1
 
     def rate_limited(self, endpoint: str) -> None:
-        self.rate_limited_c.labels(endpoint).inc()
+        self.counts[("observer_rate_limited_frames", (endpoint,))] += 1
+
+    def value(self, name: str, *labels: str) -> float:
+        return self.counts.get((name, labels), 0)
+
+    # -- prometheus_client collector protocol --------------------------------------
+    def collect(self) -> Iterator[Metric]:
+        families: dict[str, CounterMetricFamily] = {}
+        for name, (doc, label_names) in COUNTERS.items():
+            families[name] = CounterMetricFamily(name, doc, labels=list(label_names))
+        for (name, labels), value in sorted(self.counts.items()):
+            families[name].add_metric(list(labels), value)
+        yield from families.values()
+        if self._gauges is None:
+            return
+        docs = {"observer_connections": ("Open WebSocket connections", ["endpoint"]),
+                "observer_rooms": ("Rooms", ["kind"]),
+                "observer_participants": ("Observer participants", ["status"])}
+        for name, samples in self._gauges().items():
+            doc, names = docs[name]
+            gauge = GaugeMetricFamily(name, doc, labels=names)
+            for labels, value in samples.items():
+                gauge.add_metric(list(labels), value)
+            yield gauge
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    def describe(self) -> list[Any]:
+        return []

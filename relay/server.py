@@ -79,7 +79,7 @@ async def _nursery_owner(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None
 class RelayServer:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.metrics = Metrics()
+        self.metrics = Metrics(self._gauges)
         self.hub = Hub(config.core_settings(), monotonic=trio.current_time)
         self.signaling = SignalingHub()
         self.conns: dict[tuple[int, int], ObserverConnection] = {}
@@ -198,15 +198,13 @@ class RelayServer:
         else:
             conn = ObserverConnection(self, stream, ip, request.trailing, self._codec(path))
         self.connections.add(conn)
-        self.metrics.opened.labels(conn.endpoint).inc()
-        self.metrics.connections.labels(conn.endpoint).inc()
+        self.metrics.inc("observer_connections_opened", conn.endpoint)
         try:
             await conn.run()
         finally:
             self.connections.discard(conn)
-            self.metrics.connections.labels(conn.endpoint).dec()
             code = conn.close_code if conn.close_code is not None else 1006
-            self.metrics.disconnects.labels(CLOSE_REASONS.get(code, "normal")).inc()
+            self.metrics.inc("observer_disconnects", CLOSE_REASONS.get(code, "normal"))
 
     def _codec(self, path: str) -> Any:
         if path in SIO_PATHS:
@@ -288,12 +286,31 @@ class RelayServer:
     def _count(self, action: Counted) -> None:
         m = self.metrics
         if action.metric == "resumes":
-            m.resumes.labels(action.label).inc(action.amount)
+            m.inc("observer_resumes", action.label, amount=action.amount)
         elif action.metric == "replayed_events":
-            m.replayed.inc(action.amount)
+            m.inc("observer_replayed_events", amount=action.amount)
         elif action.metric == "imports":
             source, result = action.label.split(":")
-            m.imports.labels(source, result).inc(action.amount)
+            m.inc("observer_imports", source, result, amount=action.amount)
+
+    def _gauges(self) -> dict[str, dict[tuple[str, ...], float]]:
+        """Live gauges for /metrics, read from state at scrape time."""
+        by_endpoint = dict.fromkeys(("observer", "socketio", "ws"), 0.0)
+        for conn in self.connections:
+            by_endpoint[conn.endpoint] += 1
+        online = offline = 0
+        for room in self.hub.rooms.values():
+            for p in room.participants.values():
+                if p.online:
+                    online += 1
+                else:
+                    offline += 1
+        return {
+            "observer_connections": {(k,): v for k, v in by_endpoint.items()},
+            "observer_rooms": {("observer",): len(self.hub.rooms),
+                               ("signaling",): self.signaling.room_count()},
+            "observer_participants": {("online",): online, ("offline",): offline},
+        }
 
     def observer_closed(self, conn: ObserverConnection) -> None:
         session = conn.session

@@ -208,4 +208,4 @@ def _is_deferred(ctx: Ctx) -> bool:
 
 
 # The event modules register their handlers in ``EVENTS`` when imported.
-from . import lifecycle, steps  # noqa: E402
+from . import classroom, lifecycle, messages, rtc, sharing, steps  # noqa: E402, F401
