@@ -103,7 +103,8 @@ class Proc:
         self._stderr.close()
 
     def output(self) -> str:
-        self._stderr.flush()
+        if not self._stderr.closed:
+            self._stderr.flush()
         err = self.stderr_path.read_text(errors="replace")
         out = "\n".join(self.lines)
         return f"--- {self.name} stdout\n{out}\n--- {self.name} stderr\n{err}"
@@ -182,7 +183,14 @@ def _share(
             ),
             tmp_path / "student.stderr",
         )
-        host_rc = host.wait(75)
+        # Wait for the host, but stop early if the student has already given up.
+        deadline = time.monotonic() + 75
+        while host.popen.poll() is None and time.monotonic() < deadline:
+            if student.popen.poll() not in (None, 0):
+                host.stop()
+                break
+            time.sleep(0.1)
+        host_rc = host.wait(max(1.0, deadline - time.monotonic()))
         student_rc = student.wait(15)
         done = next((ln for ln in host.lines if ln.startswith("done frames ")), None)
         if host_rc != 0 or student_rc != 0 or done is None:

@@ -141,7 +141,7 @@ def test_error_precedes_failed_ack(server: str) -> None:
         assert ack["ok"] is False and ack["error"]["code"] == "unknown_event"
         assert [(e, d["code"], d["event"]) for e, d in before] == [
             ("error", "unknown_event", "no/such/event")]
-        ack, before = await client.call("message/to_mentor", {"content": "x"})
+        ack, before = await client.call("room/close", {})
         assert ack["ok"] is False and ack["error"]["code"] == "not_in_room"
         await client.sio.disconnect()
 

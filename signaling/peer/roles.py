@@ -14,8 +14,8 @@ import signal
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any
 
+from aiortc import RTCConfiguration
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import VideoFrame
 
@@ -70,7 +70,6 @@ class Runner:
         self.opts = opts
         self.events: asyncio.Queue[Event] = asyncio.Queue()
         self.signaling = self._make_signaling()
-        self.started = time.monotonic()
         self.end_reason = ""
         self.signaling_lost = False  # no point sending rtc/stop over a dead channel
 
@@ -83,7 +82,7 @@ class Runner:
             o.url, self.events, verbose=o.verbose, reconnect_attempts=6 if o.reconnect else 0
         )
 
-    def configuration(self) -> Any:
+    def configuration(self) -> RTCConfiguration:
         servers = self.signaling.ice_servers
         if not servers and self.opts.ice_servers:
             servers = [{"urls": [u]} for u in self.opts.ice_servers]
@@ -224,8 +223,13 @@ class StudentRunner(Runner):
                 self.end_reason = f"connection {event.detail}"
                 return True
         elif kind == "error":
-            if event.detail.startswith("peer_offline"):
+            code, _, failed = event.detail.partition(" ")
+            if code == "peer_offline":
                 log("the host is offline; will request again when it is back")
+            elif failed in ("rtc/request", "rtc/offer", "rtc/answer") and code != "rate_limited":
+                # Nothing will change by waiting: fail now instead of at --duration.
+                self.end_reason = f"relay refused {failed} ({code})"
+                return True
         elif kind == "host-back":
             # The teacher was offline: possibly a new host process whose WebRTC side knows
             # nothing of us, while our old connection still looks "connected" until ICE

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import secrets
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -514,7 +515,8 @@ class WsSignaling(Signaling):
     async def join(self, room: str, name: str | None) -> RoomInfo:
         self.polite = True
         frame = await self._setup(
-            {"type": "JOIN_ROOM", "roomid": room, "username": name or "Student"}, "ROOM_JOINED"
+            {"type": "JOIN_ROOM", "roomid": room, "username": name or _default_student_name()},
+            "ROOM_JOINED",
         )
         self._start_reader()
         return RoomInfo(room=str(frame.get("roomid", room)))
@@ -587,6 +589,11 @@ class WsSignaling(Signaling):
         if not self._closing:
             code, reason = _close_info(ws)
             self._emit(Event("closed", detail=f"connection closed ({code} {reason})"))
+
+
+def _default_student_name() -> str:
+    """/ws requires a username and rejects duplicates, so unnamed students get a random one."""
+    return f"Student{secrets.randbelow(10**6):06d}"
 
 
 def _int_or_none(value: Any) -> int | None:
