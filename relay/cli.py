@@ -73,6 +73,11 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from None
     logging.basicConfig(level=config.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if config.backplane_url != "memory://":
+        # Refuse rather than run single-node while the operator expects shared rooms.
+        print("observer-relay: cannot start: the Redis backplane is not implemented in this "
+              "version (use memory://); see docs/scale-out.md", file=sys.stderr)
+        raise SystemExit(1)
     try:
         trio.run(_run, config)
     except OSError as exc:

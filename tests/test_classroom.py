@@ -23,7 +23,7 @@ async def classroom(relay: Relay, *names: str) -> tuple[Client, int, list[Client
     return host, room["room_id"], students
 
 
-async def quiet(*clients: Client, timeout: float = 0.15) -> None:
+async def quiet(*clients: Client, timeout: float = 0.1) -> None:
     async with trio.open_nursery() as nursery:
         for client in clients:
             nursery.start_soon(client.silent, timeout)
@@ -78,7 +78,7 @@ async def test_settings_parsing_details(relay: Relay) -> None:
         ("a*$b\n!x\n/*/\n*\n$VAR\n[abc]\n-dash\n_u\n",
          {"names": ["*", "$VAR", "[abc]", "-dash", "_u"], "dirs": [], "extensions": []}),
         # Same value twice via different lines is added once.
-        ("/out\nout/\n*.py\n**.py\n", {"names": [], "dirs": ["out"], "extensions": ["py"]}),
+        ("/out\nout/\n*.py\n*.*.py\n", {"names": [], "dirs": ["out"], "extensions": ["py"]}),
     ]
     for text, expected in cases:
         await host.ok("settings", {"files_to_ignore": text})
@@ -308,3 +308,22 @@ async def test_error_from_client_limits_and_errors(relay: Relay) -> None:
     unbound = await relay.client()
     await fails(unbound, "error/from_client", {"content": "x"}, "not_in_room")
     await quiet(host, ann, bob)
+
+
+async def test_binding_and_roles_for_every_classroom_event(relay: Relay) -> None:
+    host, _room_id, (ann, bob) = await classroom(relay, "Ann", "Bob")
+    await bob.ok("room/leave", {})
+    await host.expect("room/update")
+    fresh = await relay.client()
+    host_events = {"settings": {"files_to_ignore": ""}, "exercise": {"content": "x"},
+                   "exercise/feedback": {"user_id": 2, "accepted": True},
+                   "exercise/reset": {}}
+    student_events = {"signal": {"value": "HELP"}, "error/from_client": {"content": "x"}}
+    for event, data in {**host_events, **student_events}.items():
+        for unbound in (fresh, bob):
+            await fails(unbound, event, data, "not_in_room")
+        if event in host_events:
+            await fails(ann, event, data, "not_host")
+        else:
+            await fails(host, event, data, "not_student")
+    await quiet(host, ann)

@@ -25,7 +25,7 @@ async def classroom(relay: Relay, *names: str) -> tuple[Client, int, list[Client
     return host, room["room_id"], students
 
 
-async def quiet(*clients: Client, timeout: float = 0.15) -> None:
+async def quiet(*clients: Client, timeout: float = 0.1) -> None:
     """Nothing arrives on any of ``clients`` (checked concurrently)."""
     async with trio.open_nursery() as nursery:
         for client in clients:
@@ -107,7 +107,7 @@ async def test_to_mentor_content_limits(relay: Relay) -> None:
 
 
 async def test_to_mentor_roles_and_binding(relay: Relay) -> None:
-    host, room_id, (ann,) = await classroom(relay, "Ann")
+    host, _room_id, (ann,) = await classroom(relay, "Ann")
     # Role is checked before the payload.
     await fails(host, "message/to_mentor", {"content": "x"}, "not_student")
     await fails(host, "message/to_mentor", {"content": ""}, "not_student")
@@ -131,7 +131,7 @@ async def test_to_client_exact_and_only_target(relay: Relay) -> None:
 
 
 async def test_to_client_errors(relay: Relay) -> None:
-    host, room_id, (ann, bob) = await classroom(relay, "Ann", "Bob")
+    host, _room_id, (ann, bob) = await classroom(relay, "Ann", "Bob")
     await fails(host, "message/to_client", {"user_id": 1, "content": "x"}, "user_not_found")
     await fails(host, "message/to_client", {"user_id": 99, "content": "x"}, "user_not_found")
     for bad in (
@@ -214,18 +214,20 @@ async def test_offline_replay_and_snapshot(relay: Relay) -> None:
 
 # -- message/to_all ---------------------------------------------------------------------
 async def test_to_all_each_student_own_message(relay: Relay) -> None:
-    host, room_id, (ann, bob, cid) = await classroom(relay, "Ann", "Bob", "Cid")
+    host, _room_id, (ann, bob, cid) = await classroom(relay, "Ann", "Bob", "Cid")
     await cid.aclose()
     await host.expect("room/update")
     assert await host.ok("message/to_all", {"content": "Break!"}) == []
     a = (await ann.expect("message/to_client"))["data"]
     b = (await bob.expect("message/to_client"))["data"]
-    check_message(a, id=1, sender=1, receiver=2, content="Break!")
-    check_message(b, id=2, sender=1, receiver=3, content="Break!")
-    # The offline student got its own message too (id 3), visible in its conversation.
+    check_message(a, id=a["id"], sender=1, receiver=2, content="Break!")
+    check_message(b, id=b["id"], sender=1, receiver=3, content="Break!")
+    # The offline student got its own message too, visible in its conversation.
     frames = await host.ok("message/user", {"user_id": 4})
     (msg,) = frames[0]["data"]["messages"]
-    check_message(msg, id=3, sender=1, receiver=4, content="Break!")
+    check_message(msg, id=msg["id"], sender=1, receiver=4, content="Break!")
+    # Three distinct messages (the order in which ids are given out is not specified).
+    assert sorted([a["id"], b["id"], msg["id"]]) == [1, 2, 3]
     await quiet(host, ann, bob)
 
 
@@ -247,7 +249,7 @@ async def test_to_all_errors_and_empty_room(relay: Relay) -> None:
 
 # -- message/user -----------------------------------------------------------------------
 async def test_message_user_conversation_oldest_first(relay: Relay) -> None:
-    host, room_id, (ann, bob) = await classroom(relay, "Ann", "Bob")
+    host, _room_id, (ann, bob) = await classroom(relay, "Ann", "Bob")
     await ann.ok("message/to_mentor", {"content": "q1"})
     await host.expect("message/to_mentor")
     await host.ok("message/to_client", {"user_id": 2, "content": "a1"})
@@ -288,7 +290,7 @@ async def test_message_user_errors(relay: Relay) -> None:
 
 async def test_conversation_keeps_newest_1000(start_relay: StartRelay) -> None:
     relay = await start_relay(rate_limit_burst=5000.0, rate_limit_rate=5000.0)
-    host, room_id, (ann,) = await classroom(relay, "Ann")
+    host, _room_id, (ann,) = await classroom(relay, "Ann")
     for i in range(1001):
         await ann.send("message/to_mentor", {"content": f"m{i}"})
     for _ in range(1001):
@@ -298,3 +300,23 @@ async def test_conversation_keeps_newest_1000(start_relay: StartRelay) -> None:
     assert len(messages) == 1000
     assert messages[0]["content"] == "m1" and messages[-1]["content"] == "m1000"
     assert messages[0]["id"] == 2 and messages[-1]["id"] == 1001
+
+
+async def test_binding_and_roles_for_every_message_event(relay: Relay) -> None:
+    host, _room_id, (ann, bob) = await classroom(relay, "Ann", "Bob")
+    # A student that left is unbound again (its connection stays open).
+    await bob.ok("room/leave", {})
+    await host.expect("room/update")
+    fresh = await relay.client()
+    events = {"message/to_client": {"user_id": 2, "content": "x"},
+              "message/to_all": {"content": "x"},
+              "message/to_mentor": {"content": "x"},
+              "message/user": {"user_id": 2}}
+    for event, data in events.items():
+        for unbound in (fresh, bob):
+            await fails(unbound, event, data, "not_in_room")
+        if event == "message/to_mentor":
+            await fails(host, event, data, "not_student")
+        else:
+            await fails(ann, event, data, "not_host")
+    await quiet(host, ann)

@@ -104,19 +104,25 @@ def _apply_files(
 
 
 def _forward(
-    ctx: Ctx, name: str, items: list[dict[str, Any]], base: dict[str, FileEntry], base_bytes: int
+    ctx: Ctx, name: str, items: list[dict[str, Any]], base: dict[str, FileEntry], base_bytes: int,
+    stored: list[dict[str, Any]] | None = None,
 ) -> None:
+    """Store ``stored`` (default: ``items``) applied to ``base``, forward ``items``."""
     room, sender = ctx.room, ctx.sender
     assert room is not None and sender is not None
     if room.sharer != sender.user_id:
         raise EventError("not_sharing", "you are not the current sharer")
-    sender.files, sender.files_bytes = _apply_files(base, base_bytes, items)
+    sender.files, sender.files_bytes = _apply_files(
+        base, base_bytes, items if stored is None else stored)
     ctx.to_host(name, {"room_id": room.room_id, "user_id": sender.user_id, "files": items})
 
 
 @event("sharing/code_send", STUDENT, _parse_files)
 def code_send(ctx: Ctx, items: list[dict[str, Any]]) -> None:
-    _forward(ctx, "sharing/code_send", items, {}, 0)
+    # §6.4: a full snapshot replaces the stored one with its CREATED/CHANGED items only;
+    # a REMOVED item in it deletes nothing (not even an earlier item of the same event).
+    kept = [item for item in items if item["status"] != "REMOVED"]
+    _forward(ctx, "sharing/code_send", items, {}, 0, kept)
 
 
 @event("sharing/code_update", STUDENT, _parse_files)

@@ -1,0 +1,509 @@
+"""§6.7 steps/import through the socket: markdown, and Notion against a real local server."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
+
+import h11
+import trio
+
+from tests.support import Client, Relay, StartRelay
+
+HEX = "0123456789abcdef0123456789ABCDEF"
+UUID = "01234567-89ab-cdef-0123-456789abcdef"
+IMPORT_OK = {"type": "SUCCESS", "message": "Tasks were imported successfully!"}
+BUSY = "An import is already running"
+
+
+# -- a tiny Notion stand-in on 127.0.0.1 ------------------------------------------------
+Answer = tuple[int, bytes, list[tuple[str, str]]]
+Responder = Callable[[int, Any], Awaitable[Answer]]
+
+
+def answer(data: Any, status: int = 200) -> Answer:
+    return status, json.dumps(data).encode(), []
+
+
+class FakeNotion:
+    """HTTP/1.1 server (trio + h11) that records every request and answers via ``respond``."""
+
+    def __init__(self, respond: Responder | None = None) -> None:
+        self.respond = respond or self._empty
+        self.requests: list[dict[str, Any]] = []
+        self.port = 0
+
+    @staticmethod
+    async def _empty(index: int, body: Any) -> Answer:
+        return answer({"recordMap": {"block": {}}, "cursor": {"stack": []}})
+
+    async def start(self, nursery: trio.Nursery) -> FakeNotion:
+        listeners = await nursery.start(partial(trio.serve_tcp, self._serve, 0,
+                                                host="127.0.0.1"))
+        self.port = listeners[0].socket.getsockname()[1]
+        return self
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def page_url(self, host: str = "127.0.0.1") -> str:
+        return f"http://{host}:{self.port}/workspace/My-Tasks-{HEX}?pvs=4#frag"
+
+    async def _serve(self, stream: trio.SocketStream) -> None:
+        conn = h11.Connection(h11.SERVER)
+        try:
+            while True:
+                request: h11.Request | None = None
+                body = b""
+                while True:
+                    event = conn.next_event()
+                    if event is h11.NEED_DATA:
+                        conn.receive_data(await stream.receive_some(65536))
+                    elif isinstance(event, h11.Request):
+                        request = event
+                    elif isinstance(event, h11.Data):
+                        body += event.data
+                    elif isinstance(event, h11.EndOfMessage):
+                        break
+                    else:  # ConnectionClosed
+                        return
+                assert request is not None
+                parsed = json.loads(body) if body else None
+                index = len(self.requests)
+                self.requests.append({
+                    "method": request.method.decode(),
+                    "target": request.target.decode(),
+                    "headers": {k.decode().lower(): v.decode() for k, v in request.headers},
+                    "body": parsed,
+                })
+                status, payload, headers = await self.respond(index, parsed)
+                head = [("Content-Type", "application/json"),
+                        ("Content-Length", str(len(payload))), *headers]
+                await stream.send_all(conn.send(h11.Response(status_code=status, headers=head)))
+                await stream.send_all(conn.send(h11.Data(data=payload)))
+                await stream.send_all(conn.send(h11.EndOfMessage()))
+                if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                    return
+                conn.start_next_cycle()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError):
+            return
+
+
+def block(kind: str, title: Any = None, content: list[str] | None = None) -> dict[str, Any]:
+    value: dict[str, Any] = {"type": kind}
+    if title is not None:
+        value["properties"] = {"title": title}
+    if content is not None:
+        value["content"] = content
+    return {"value": value}
+
+
+CHUNK_1 = {
+    UUID: block("page", [["My tasks"]], ["h1", "t1", "d1", "c1", "sub", "t2"]),
+    "h1": block("sub_header", [["Task A"]]),
+    "t1": block("text", ["Do ", ["X & Y", [["b"]]]]),
+    "d1": block("divider"),
+}
+CHUNK_2 = {
+    "c1": block("code", [["print('<hi>')"]]),
+    "sub": block("page", [["Sub page"]], ["hidden"]),
+    "hidden": block("text", [["never shown"]]),
+    # The newer double-wrapped record shape.
+    "t2": {"value": {"value": {"type": "text", "properties": {"title": [["Then"]]},
+                               "content": ["t3"]}}},
+    "t3": block("bulleted_list", [["nested"]]),
+}
+CURSOR = {"stack": [[{"table": "block", "id": "t1", "index": 2}]]}
+NOTION_STEPS = [
+    {"name": "1", "content": "<h3>Task A</h3>Do X &amp; Y<br>", "language": "html",
+     "type": "exercise"},
+    {"name": "2", "content": "<pre class=\"ql-syntax\">print(&#x27;&lt;hi&gt;&#x27;)</pre>"
+                             "Then<br>nested<br>", "language": "html", "type": "exercise"},
+]
+
+
+async def two_chunks(index: int, body: Any) -> Answer:
+    if index == 0:
+        return answer({"recordMap": {"block": CHUNK_1}, "cursor": CURSOR})
+    return answer({"recordMap": {"block": CHUNK_2}, "cursor": {"stack": []}})
+
+
+async def notion_relay(start_relay: StartRelay, nursery: trio.Nursery,
+                       respond: Responder | None = None) -> tuple[Relay, FakeNotion]:
+    fake = await FakeNotion(respond).start(nursery)
+    relay = await start_relay(notion_base_urls=[fake.base])
+    return relay, fake
+
+
+# -- helpers ----------------------------------------------------------------------------
+async def classroom(relay: Relay, *names: str) -> tuple[Client, dict[str, Any], list[Client]]:
+    host, room = await relay.host()
+    students = []
+    for name in names:
+        student, _ = await relay.student(room["room_id"], name)
+        await host.expect("room/update")
+        students.append(student)
+    return host, room, students
+
+
+async def quiet(*clients: Client, timeout: float = 0.1) -> None:
+    async with trio.open_nursery() as nursery:
+        for client in clients:
+            nursery.start_soon(client.silent, timeout)
+
+
+async def fails(client: Client, event: str, data: Any, code: str) -> dict[str, Any]:
+    frames = await client.call(event, data)
+    assert [f["event"] for f in frames] == ["error", "ack"], frames
+    error, ack = frames
+    assert error["data"]["code"] == code, frames
+    assert error["data"]["event"] == event
+    assert "seq" not in error
+    assert ack["data"] == {"ok": False,
+                           "error": {"code": code, "message": error["data"]["message"]}}
+    return error["data"]
+
+
+def check_import_failure(frames: list[dict[str, Any]]) -> str:
+    """alerts ERROR M, then error import_failed M, then the failed ack; returns M."""
+    assert [f["event"] for f in frames] == ["alerts", "error", "ack"], frames
+    alert, error, ack = frames
+    assert alert["data"]["type"] == "ERROR"
+    message = alert["data"]["message"]
+    assert isinstance(message, str) and message
+    assert "seq" in alert and "seq" not in error
+    assert error["data"] == {"code": "import_failed", "message": message,
+                             "event": "steps/import"}
+    assert error["ref"] == ack["ref"]
+    assert ack["data"] == {"ok": False, "error": {"code": "import_failed", "message": message}}
+    return message
+
+
+async def rehost(relay: Relay, host: Client,
+                 room: dict[str, Any]) -> tuple[Client, list[Any]]:
+    """Fresh rehost on a new connection (replacing ``host``): the new client and its
+    snapshot frames other than room/update."""
+    new = await relay.client()
+    new.last_seq = host.last_seq
+    frames = await new.ok("room/rehost", {"room_id": room["room_id"], "user_id": 1,
+                                          "token": room["token"]})
+    assert await host.closed() == 4003
+    assert frames[0]["event"] == "rtc/config"
+    return new, [(f["event"], f["data"]) for f in frames[1:] if f["event"] != "room/update"]
+
+
+async def rehost_snapshot(relay: Relay, host: Client, room: dict[str, Any]) -> list[Any]:
+    return (await rehost(relay, host, room))[1]
+
+
+# -- markdown ---------------------------------------------------------------------------
+async def test_markdown_import_exact_order(relay: Relay) -> None:
+    host, room, (ann,) = await classroom(relay, "Ann")
+    frames = await host.call("steps/import", {"markdown": "# Task A\nDo X\n---\nB & C"})
+    assert [f["event"] for f in frames] == ["steps/load", "alerts", "ack"]
+    load, alert, ack = frames
+    assert load == {"event": "steps/load", "seq": host.last_seq - 1, "data": [
+        {"name": "1", "content": "<h3>Task A</h3>Do X<br>", "language": "html",
+         "type": "exercise"},
+        {"name": "2", "content": "B &amp; C<br>", "language": "html", "type": "exercise"},
+    ]}
+    assert alert == {"event": "alerts", "data": IMPORT_OK, "seq": host.last_seq}
+    assert ack["data"] == {"ok": True}
+    # Students see nothing: the steps are only a draft.
+    await quiet(ann, host)
+    late = await relay.client()
+    snap = await late.ok("room/join", {"room_id": room["room_id"], "name": "Bob"})
+    assert [f["event"] for f in snap] == ["room/join", "rtc/config"]
+
+
+async def test_markdown_draft_then_publish(relay: Relay) -> None:
+    host, room, (ann,) = await classroom(relay, "Ann")
+    await host.ok("steps/all", [{"name": "old", "content": "c", "language": "py",
+                                 "type": "theory"}])
+    published = (await ann.expect("steps/all"))["data"]
+    md = "```\r\nx < 1  \r\n```\r\n\r\n---\r\n## Two ##\r\n"
+    frames = await host.ok("steps/import", {"markdown": md})
+    draft = frames[0]["data"]
+    assert [s["content"] for s in draft] == ['<pre class="ql-syntax">x &lt; 1  </pre>',
+                                             "<h3>Two</h3>"]
+    await quiet(ann)
+    # The host's snapshot shows the draft rather than the published steps ...
+    host, snap = await rehost(relay, host, room)
+    assert snap == [("steps/load", draft)]
+    # ... until steps/all publishes, which clears the draft.
+    final = [{"name": "P", "content": "p", "language": "py", "type": "exercise"}]
+    await host.ok("steps/all", final)
+    assert (await ann.expect("steps/all"))["data"] == final != published
+    _, snap = await rehost(relay, host, room)
+    assert snap == [("steps/load", final)]
+
+
+async def test_markdown_failures(relay: Relay) -> None:
+    host, room, (ann,) = await classroom(relay, "Ann")
+    await host.ok("steps/import", {"markdown": "kept"})
+    messages = []
+    for md in ("", "   \n\n---\n  \n", "\n---\n".join(f"t{i}" for i in range(101)),
+               "a" * (256 * 1024 + 1)):
+        frames = await host.call("steps/import", {"markdown": md})
+        messages.append(check_import_failure(frames))
+    assert len(set(messages)) == 3  # empty twice, too many, too big
+    # 100 tasks are fine.
+    frames = await host.ok("steps/import", {"markdown": "\n---\n".join(f"t{i}"
+                                                                       for i in range(100))})
+    assert len(frames[0]["data"]) == 100 and frames[0]["data"][-1]["name"] == "100"
+    frames = await host.call("steps/import", {"markdown": ""})
+    check_import_failure(frames)
+    await quiet(ann, host)
+    # The failure left the last successful draft in place.
+    snap = await rehost_snapshot(relay, host, room)
+    assert len(snap[0][1]) == 100
+
+
+async def test_import_payload_errors_have_no_alert(relay: Relay) -> None:
+    host, room, (ann,) = await classroom(relay, "Ann")
+    for bad in ({}, {"url": "http://x", "markdown": "y"}, {"url": 5}, {"markdown": 5},
+                {"markdown": ["x"]}, [], "x", {"markdown": "x", "room_id": "1"}):
+        await fails(host, "steps/import", bad, "invalid_payload")
+    await fails(host, "steps/import", {"url": "https://notion.so/" + "a" * 2040}, "too_large")
+    await fails(host, "steps/import", {"markdown": "a" * (1024 * 1024 + 1)}, "too_large")
+    await fails(host, "steps/import", {"markdown": "é" * (512 * 1024) + "a"}, "too_large")
+    await fails(host, "steps/import", {"markdown": "x", "room_id": room["room_id"] + 1},
+                "forbidden")
+    await fails(ann, "steps/import", {"markdown": "x"}, "not_host")
+    unbound = await relay.client()
+    await fails(unbound, "steps/import", {"markdown": "x"}, "not_in_room")
+    await quiet(host, ann)
+
+
+async def test_markdown_of_exactly_one_mib_is_accepted(relay: Relay) -> None:
+    host, _, _ = await classroom(relay)
+    md = "\n---\n".join(["x" * 1000] * 100)
+    md += "\n" * (1024 * 1024 - len(md))
+    assert len(md.encode()) == 1024 * 1024
+    frames = await host.ok("steps/import", {"markdown": md})
+    assert [f["event"] for f in frames] == ["steps/load", "alerts"]
+
+
+# -- Notion -----------------------------------------------------------------------------
+async def test_notion_import_success(start_relay: StartRelay, nursery: trio.Nursery) -> None:
+    relay, fake = await notion_relay(start_relay, nursery, two_chunks)
+    host, room, (ann,) = await classroom(relay, "Ann")
+    frames = await host.call("steps/import", {"url": fake.page_url()})
+    assert [f["event"] for f in frames] == ["steps/load", "alerts", "ack"]
+    assert frames[0]["data"] == NOTION_STEPS
+    assert frames[1]["data"] == IMPORT_OK
+    assert frames[2]["data"] == {"ok": True}
+    # The requests: POST loadPageChunk with the exact bodies, following the cursor.
+    assert len(fake.requests) == 2
+    for index, request in enumerate(fake.requests):
+        assert request["method"] == "POST"
+        assert request["target"] == "/api/v3/loadPageChunk"
+        assert request["headers"]["content-type"] == "application/json"
+        assert request["body"] == {
+            "page": {"id": UUID}, "limit": 50,
+            "cursor": {"stack": []} if index == 0 else CURSOR,
+            "chunkNumber": index, "verticalColumns": False}
+    await quiet(ann)
+    snap = await rehost_snapshot(relay, host, room)
+    assert snap == [("steps/load", NOTION_STEPS)]
+
+
+async def test_notion_runs_in_background_and_second_import_fails(
+        start_relay: StartRelay, nursery: trio.Nursery) -> None:
+    gate = trio.Event()
+
+    async def slow(index: int, body: Any) -> Answer:
+        await gate.wait()
+        return await two_chunks(index, body)
+
+    relay, fake = await notion_relay(start_relay, nursery, slow)
+    host, _room, (ann,) = await classroom(relay, "Ann")
+    await host.send("steps/import", {"url": fake.page_url()}, ref="imp")
+    # Other events are handled meanwhile.
+    frames = await host.ok("steps/table", {})
+    assert [f["event"] for f in frames] == ["steps/table"]
+    await ann.ok("message/to_mentor", {"content": "hi"})
+    assert (await host.expect("message/to_mentor"))["data"]["content"] == "hi"
+    # A second import while one runs: import_failed without an alert.
+    for data in ({"markdown": "# x"}, {"url": fake.page_url()}):
+        error = await fails(host, "steps/import", data, "import_failed")
+        assert error["message"] == BUSY
+    with trio.fail_after(2):
+        while not fake.requests:
+            await trio.sleep(0.01)
+    assert len(fake.requests) == 1
+    gate.set()
+    load = await host.expect("steps/load")
+    assert load["data"] == NOTION_STEPS
+    assert (await host.expect("alerts"))["data"] == IMPORT_OK
+    ack = await host.expect("ack")
+    assert ack == {"event": "ack", "ref": "imp", "data": {"ok": True}}
+    assert len(fake.requests) == 2
+    await quiet(host, ann)
+    # Finished: a new import may start.
+    assert [f["event"] for f in await host.ok("steps/import", {"markdown": "y"})] == [
+        "steps/load", "alerts"]
+
+
+async def test_notion_http_failure(start_relay: StartRelay, nursery: trio.Nursery) -> None:
+    async def broken(index: int, body: Any) -> Answer:
+        return 500, b'{"error":"boom"}', []
+
+    relay, fake = await notion_relay(start_relay, nursery, broken)
+    host, room, (ann,) = await classroom(relay, "Ann")
+    await host.ok("steps/import", {"markdown": "draft"})
+    frames = await host.call("steps/import", {"url": fake.page_url()})
+    check_import_failure(frames)
+    assert len(fake.requests) == 1
+    await quiet(host, ann)
+    # The failure released the room's import slot and kept the old draft.
+    snap = await rehost_snapshot(relay, host, room)
+    assert snap == [("steps/load", [{"name": "1", "content": "draft<br>", "language": "html",
+                                     "type": "exercise"}])]
+
+
+async def test_notion_bad_answers(start_relay: StartRelay, nursery: trio.Nursery) -> None:
+    answers: list[Answer] = [
+        (200, b"not json", []),
+        answer({"recordMap": {"block": {}}}),  # zero tasks
+        (302, b"", [("Location", "placeholder")]),
+    ]
+    target = await FakeNotion().start(nursery)
+    answers[2] = (302, b"", [("Location", target.page_url())])
+
+    async def scripted(index: int, body: Any) -> Answer:
+        return answers[index]
+
+    relay, fake = await notion_relay(start_relay, nursery, scripted)
+    host, _, _ = await classroom(relay)
+    for count in range(1, 4):
+        check_import_failure(await host.call("steps/import", {"url": fake.page_url()}))
+        assert len(fake.requests) == count
+    # The redirect was not followed.
+    assert target.requests == []
+
+
+async def test_notion_url_not_allowed_makes_no_request(
+        start_relay: StartRelay, nursery: trio.Nursery) -> None:
+    relay, fake = await notion_relay(start_relay, nursery, two_chunks)
+    other = await FakeNotion(two_chunks).start(nursery)
+    host, _, (ann,) = await classroom(relay, "Ann")
+    urls = [
+        other.page_url(),  # another port
+        fake.page_url(host="localhost"),  # another host name for the same server
+        fake.page_url().replace("http://", "https://"),  # another scheme
+        f"http://user:pw@127.0.0.1:{fake.port}/{HEX}",  # userinfo
+        f"http://127.0.0.1:{fake.port}/no-page-id",  # allowed, but no page id
+        "not a url",
+    ]
+    for url in urls:
+        check_import_failure(await host.call("steps/import", {"url": url}))
+    assert fake.requests == [] and other.requests == []
+    await quiet(host, ann)
+
+
+async def test_notion_request_cap(start_relay: StartRelay, nursery: trio.Nursery) -> None:
+    async def endless(index: int, body: Any) -> Answer:
+        return answer({"recordMap": {"block": {}}, "cursor": CURSOR})
+
+    relay, fake = await notion_relay(start_relay, nursery, endless)
+    host, _, _ = await classroom(relay)
+    frames = await host.call("steps/import", {"url": fake.page_url()})
+    assert check_import_failure(frames) == "The Notion page is too large"
+    assert len(fake.requests) == 100
+    assert [r["body"]["chunkNumber"] for r in fake.requests] == list(range(100))
+
+
+async def test_notion_room_closed_during_import(
+        start_relay: StartRelay, nursery: trio.Nursery) -> None:
+    gate = trio.Event()
+
+    async def slow(index: int, body: Any) -> Answer:
+        await gate.wait()
+        return await two_chunks(index, body)
+
+    relay, fake = await notion_relay(start_relay, nursery, slow)
+    host, _room, (ann,) = await classroom(relay, "Ann")
+    await host.send("steps/import", {"url": fake.page_url()}, ref=1)
+    with trio.fail_after(2):
+        while not fake.requests:
+            await trio.sleep(0.01)
+    await host.send("room/close", {}, ref=2)
+    assert await host.expect("ack") == {"event": "ack", "ref": 2, "data": {"ok": True}}
+    assert await host.closed() == 4000
+    await ann.expect("room/closed")
+    gate.set()
+    # The server is unaffected and the room is gone.
+    again, _ = await relay.host()
+    frames = await again.call("steps/import", {"markdown": "x"})
+    assert frames[-1]["data"] == {"ok": True}
+
+
+# -- the same over Socket.IO ------------------------------------------------------------
+class SioClient:
+    """A raw Socket.IO v5 client over the relay's WebSocket (no seq on this framing)."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+        self.ack_id = 0
+
+    @classmethod
+    async def connect(cls, relay: Relay) -> SioClient:
+        from trio_websocket import connect_websocket_url
+
+        ws = await connect_websocket_url(
+            relay.nursery, relay.url + "/socket.io/?EIO=4&transport=websocket")
+        client = cls(ws)
+        assert (await client.recv()).startswith("0{")
+        await ws.send_message("40")
+        assert (await client.recv()).startswith("40{")
+        return client
+
+    async def recv(self) -> str:
+        with trio.fail_after(3):
+            while True:
+                packet = await self.ws.get_message()
+                if packet != "2":  # Engine.IO ping
+                    return packet
+
+    async def call(self, event: str, data: Any) -> list[tuple[str, Any]]:
+        """Emit with an ack id; return (event, data) pairs up to ("ack", result)."""
+        self.ack_id += 1
+        await self.ws.send_message(f"42{self.ack_id}" + json.dumps([event, data]))
+        out: list[tuple[str, Any]] = []
+        while True:
+            packet = await self.recv()
+            if packet.startswith(f"43{self.ack_id}["):
+                out.append(("ack", json.loads(packet[len(f"43{self.ack_id}"):])[0]))
+                return out
+            assert packet.startswith("42["), packet
+            name, payload = json.loads(packet[2:])
+            out.append((name, payload))
+
+
+async def test_import_over_socketio(start_relay: StartRelay, nursery: trio.Nursery) -> None:
+    async def broken(index: int, body: Any) -> Answer:
+        return 404, b"{}", []
+
+    relay, fake = await notion_relay(start_relay, nursery, broken)
+    host = await SioClient.connect(relay)
+    frames = await host.call("room/create", {"name": "T"})
+    assert [e for e, _ in frames] == ["room/created", "rtc/config", "room/update", "ack"]
+    # Success: steps/load, alerts, alert, then the acknowledgement.
+    frames = await host.call("steps/import", {"markdown": "# A"})
+    assert frames == [
+        ("steps/load", [{"name": "1", "content": "<h3>A</h3>", "language": "html",
+                         "type": "exercise"}]),
+        ("alerts", IMPORT_OK), ("alert", IMPORT_OK), ("ack", {"ok": True})]
+    # Failure (Notion): alerts, alert, error, failed acknowledgement.
+    frames = await host.call("steps/import", {"url": fake.page_url()})
+    assert [e for e, _ in frames] == ["alerts", "alert", "error", "ack"]
+    message = frames[0][1]["message"]
+    assert frames[0][1] == frames[1][1] == {"type": "ERROR", "message": message}
+    assert frames[2][1] == {"code": "import_failed", "message": message,
+                            "event": "steps/import"}
+    assert frames[3][1] == {"ok": False, "error": {"code": "import_failed", "message": message}}
+    assert len(fake.requests) == 1
