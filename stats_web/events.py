@@ -59,8 +59,10 @@ async def stats_stream(server: RelayServer, room: Room) -> AsyncIterator[bytes]:
     yield stats_event(room, server.hub.wall())
     last_stats = last_write = clock()
 
-    def change() -> Awaitable[None]:
-        return server.wait_stats_change(room_id)
+    async def change() -> None:
+        # Checked in the same step that registers the waiter: a removal cannot slip between.
+        if server.hub.rooms.get(room_id) is room:
+            await server.wait_stats_change(room_id)
 
     while not server.web_shutdown.is_set():
         if server.hub.rooms.get(room_id) is not room:

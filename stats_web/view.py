@@ -16,6 +16,9 @@ SYMBOLS = {
     "ACCEPTED": "\u2705",  # ✅
 }
 
+#: Above this many steps the page writes step names vertically to keep columns narrow.
+MANY_STEPS = 6
+
 #: What each symbol means, for the legend under the table.
 LEGEND = (
     ("NONE", "not started"),
