@@ -112,6 +112,7 @@ class RelayServer:
             root.start_soon(partial(trio.serve_listeners, self._handle_tcp, listeners,
                                     handler_nursery=self._connections_nursery))
             root.start_soon(self._janitor)
+            root.start_soon(self._heartbeats)
             task_status.started((self.relay_port, self.web_port))
 
     async def shutdown(self) -> None:
@@ -131,6 +132,17 @@ class RelayServer:
             await trio.sleep(0.05)
         if self._root is not None:
             self._root.cancel_scope.cancel()
+
+    async def _heartbeats(self) -> None:
+        """One timer for every connection's heartbeat (no task per connection)."""
+        cfg = self.config
+        tick = max(0.01, min(1.0, cfg.heartbeat_interval / 4, cfg.heartbeat_timeout / 4,
+                             cfg.sio_ping_interval / 4, cfg.sio_ping_timeout / 4))
+        while True:
+            await trio.sleep(tick)
+            now = trio.current_time()
+            for conn in list(self.connections):
+                conn.heartbeat(now)
 
     async def _janitor(self) -> None:
         while True:
@@ -197,6 +209,7 @@ class RelayServer:
             self.ws_conns[conn.conn_id] = conn
         else:
             conn = ObserverConnection(self, stream, ip, request.trailing, self._codec(path))
+        del request  # the handshake's headers are not kept for the connection's lifetime
         self.connections.add(conn)
         self.metrics.inc("observer_connections_opened", conn.endpoint)
         try:

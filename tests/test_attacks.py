@@ -7,10 +7,10 @@ visible to nobody but the attacker (§3.4: errors go only to the offending conne
 from __future__ import annotations
 
 import base64
+import itertools
 import re
 from typing import Any
 
-import pytest
 import trio
 import trio.testing
 
@@ -18,6 +18,13 @@ from tests.support import Client, Relay, StartRelay
 
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{22}$")
 STEP = {"name": "1", "content": "Write a loop", "language": "python", "type": "exercise"}
+
+
+async def silent_all(*clients: Client) -> None:
+    """Every client receives nothing for 0.2 s (checked concurrently)."""
+    async with trio.open_nursery() as nursery:
+        for c in clients:
+            nursery.start_soon(c.silent)
 
 
 async def classroom(relay: Relay, *names: str) -> tuple[Client, dict[str, Any],
@@ -45,23 +52,23 @@ async def test_rehost_without_token_is_bad_token(relay: Relay) -> None:
     await thief.fail("room/rehost", {"room_id": room["room_id"], "user_id": 1, "token": None},
                      "bad_token")
     # The real host was not replaced and nobody heard about the attempt.
-    await host.silent()
-    await student.silent()
+    await silent_all(host, student)
     await host.ok("steps/table", {})
 
 
 async def test_rehost_with_wrong_token_is_bad_token(relay: Relay) -> None:
     host, room, [(student, joined)] = await classroom(relay, "Ann")
     thief = await relay.client()
-    wrong = "A" * 22 if room["token"] != "A" * 22 else "B" * 22
-    for token in (wrong, room["token"][:-1], room["token"] + "x", room["stats_key"],
-                  joined["token"], room["token"].lower() if room["token"] != room["token"].lower()
-                  else room["token"].upper(), "", 12345):
-        code = "invalid_payload" if not isinstance(token, str) else "bad_token"
+    token = room["token"]
+    wrong_tokens: list[Any] = [
+        "A" * 22, token[:-1], token + "x", " " + token, token.swapcase(), room["stats_key"],
+        joined["token"], "", 12345, [token],
+    ]
+    for token in wrong_tokens:
+        code = "bad_token" if isinstance(token, str) else "invalid_payload"
         await thief.fail("room/rehost", {"room_id": room["room_id"], "user_id": 1,
                                          "token": token}, code)
-    await host.silent()
-    await student.silent()
+    await silent_all(host, student)
     # The right token still works afterwards (it replaces the old connection with 4003).
     thief.last_seq = host.last_seq
     frames = await thief.ok("room/rehost", {"room_id": room["room_id"], "user_id": 1,
@@ -77,8 +84,7 @@ async def test_rejoin_without_or_with_wrong_token(relay: Relay) -> None:
     await thief.fail("room/rejoin", base, "bad_token")
     await thief.fail("room/rejoin", {**base, "token": room["token"]}, "bad_token")
     await thief.fail("room/rejoin", {**base, "token": "x" * 22}, "bad_token")
-    await host.silent()
-    await student.silent()
+    await silent_all(host, student)
     await student.ok("signal", {"value": "HELP"})
     assert (await host.expect("signal"))["data"] == {"user_id": joined["user_id"],
                                                      "value": "HELP"}
@@ -89,8 +95,7 @@ async def test_rejoin_as_the_host_is_forbidden(relay: Relay) -> None:
     thief = await relay.client()
     await thief.fail("room/rejoin", {"room_id": room["room_id"], "user_id": 1,
                                      "token": room["token"]}, "forbidden")
-    await host.silent()
-    await student.silent()
+    await silent_all(host, student)
     await host.ok("steps/table", {})
 
 
@@ -99,10 +104,36 @@ async def test_rehost_naming_a_student_is_forbidden(relay: Relay) -> None:
     thief = await relay.client()
     await thief.fail("room/rehost", {"room_id": room["room_id"], "user_id": joined["user_id"],
                                      "token": joined["token"]}, "forbidden")
-    await host.silent()
-    await student.silent()
+    await silent_all(host, student)
     # The thief is still unbound: host-only events are not_in_room, not accepted.
     await thief.fail("steps/table", {}, "not_in_room")
+
+
+async def test_token_is_checked_before_role(relay: Relay) -> None:
+    """§4.3: user → token → role, so a wrong token never reveals the role."""
+    host, room, [(ann, joined)] = await classroom(relay, "Ann")
+    thief = await relay.client()
+    rid = room["room_id"]
+    await thief.fail("room/rehost", {"room_id": rid, "user_id": joined["user_id"],
+                                     "token": "x" * 22}, "bad_token")
+    await thief.fail("room/rehost", {"room_id": rid, "user_id": joined["user_id"]}, "bad_token")
+    await thief.fail("room/rejoin", {"room_id": rid, "user_id": 1, "token": "x" * 22},
+                     "bad_token")
+    await thief.fail("room/rejoin", {"room_id": rid, "user_id": 1}, "bad_token")
+    await silent_all(host, ann)
+
+
+async def test_join_checks_room_before_name_rules(relay: Relay) -> None:
+    _, room, _ = await classroom(relay)
+    missing = 10_000_000 if room["room_id"] != 10_000_000 else 10_000_001
+    c = await relay.client()
+    await c.fail("room/join", {"room_id": missing, "name": ""}, "room_not_found")
+    await c.fail("room/join", {"room_id": missing, "name": "n" * 40}, "room_not_found")
+    await c.fail("room/join", {"room_id": room["room_id"], "name": "  "}, "invalid_payload")
+    await c.fail("room/join", {"room_id": room["room_id"], "name": "a\tb"}, "invalid_payload")
+    await c.fail("room/join", {"room_id": room["room_id"], "name": "n" * 33}, "too_large")
+    # Types are checked before the room exists.
+    await c.fail("room/join", {"room_id": missing, "name": 5}, "invalid_payload")
 
 
 async def test_reattach_to_unknown_user_or_room(relay: Relay) -> None:
@@ -149,30 +180,24 @@ async def test_room_id_of_another_room_is_forbidden(relay: Relay) -> None:
     ]
     for sender, event, data in attacks:
         await sender.fail(event, data, "forbidden")
-    for c in (host_a, host_b, ann, bob):
-        await c.silent()
+    await silent_all(host_a, host_b, ann, bob)
     # Nothing changed: both rooms still work, and the own room id is accepted.
     await ann.ok("message/to_mentor", {"content": "mine", "room_id": a})
     msg = await host_a.expect("message/to_mentor")
     assert msg["data"]["content"] == "mine" and msg["data"]["sender"] == ann_j["user_id"]
     await bob.ok("message/to_mentor", {"content": "b"})
     assert (await host_b.expect("message/to_mentor"))["data"]["content"] == "b"
-    await host_b.silent()
-    await host_a.silent()
+    await silent_all(host_b, host_a)
 
 
-@pytest.mark.parametrize("bad", ["ROOM", True, False, 1.0, 1.5, [1], {"id": 1}])
-async def test_non_integer_room_id_is_invalid_payload(relay: Relay, bad: Any) -> None:
+async def test_non_integer_room_id_is_invalid_payload(relay: Relay) -> None:
     host, room, [(ann, _)] = await classroom(relay, "Ann")
-    if bad == "ROOM":
-        bad = str(room["room_id"])
-    elif bad == 1.0:
-        bad = float(room["room_id"])
-    await ann.fail("message/to_mentor", {"content": "x", "room_id": bad}, "invalid_payload")
-    await host.fail("message/to_all", {"content": "x", "room_id": bad}, "invalid_payload")
-    await host.fail("steps/table", {"room_id": bad}, "invalid_payload")
-    await host.silent()
-    await ann.silent()
+    rid = room["room_id"]
+    for bad in [str(rid), True, False, float(rid), 1.5, [rid], {"id": rid}]:
+        await ann.fail("message/to_mentor", {"content": "x", "room_id": bad}, "invalid_payload")
+        await host.fail("message/to_all", {"content": "x", "room_id": bad}, "invalid_payload")
+        await host.fail("steps/table", {"room_id": bad}, "invalid_payload")
+    await silent_all(host, ann)
 
 
 async def test_non_integer_room_id_on_join(relay: Relay) -> None:
@@ -191,8 +216,7 @@ async def test_student_cannot_self_accept(relay: Relay) -> None:
     await ann.fail("steps/status/to_mentor", {"1": "ACCEPTED"}, "forbidden")
     # All or nothing: a valid entry next to the forbidden one is not stored either.
     await ann.fail("steps/status/to_mentor", {"2": "DONE", "1": "ACCEPTED"}, "forbidden")
-    await host.silent()
-    await bob.silent()
+    await silent_all(host, bob)
     frames = await host.ok("steps/table", {})
     assert frames[0]["data"][0]["steps"] == {}
     # After the teacher accepts, ACCEPTED may be repeated and cannot be downgraded.
@@ -229,8 +253,7 @@ async def test_code_from_non_sharer_is_not_sharing(relay: Relay) -> None:
     await ann.expect("sharing/start")
     await bob.fail("sharing/code_send", {"files": files}, "not_sharing")
     await bob.fail("sharing/code_update", {"files": files}, "not_sharing")
-    await host.silent()
-    await ann.silent()
+    await silent_all(host, ann)
     await ann.ok("sharing/code_send", {"files": files})
     assert (await host.expect("sharing/code_send"))["data"]["user_id"] == ann_j["user_id"]
     await host.ok("sharing/end", {"user_id": ann_j["user_id"]})
@@ -260,25 +283,23 @@ STUDENT_ONLY = [
 
 
 async def test_host_only_events_from_a_student(relay: Relay) -> None:
-    host, room, [(ann, _), (bob, _)] = await classroom(relay, "Ann", "Bob")
+    host, _room, [(ann, _), (bob, _)] = await classroom(relay, "Ann", "Bob")
     for event, data in HOST_ONLY:
         await ann.fail(event, data, "not_host")
         # Role comes before payload and room_id checks (§0.1).
         await ann.fail(event, "garbage", "not_host")
         await ann.fail(event, {"room_id": "x"}, "not_host")
-    await host.silent()
-    await bob.silent()
+    await silent_all(host, bob)
     frames = await host.ok("steps/table", {})
     assert [s["name"] for s in frames[0]["data"]] == ["Ann", "Bob"]
 
 
 async def test_student_only_events_from_the_host(relay: Relay) -> None:
-    host, room, [(ann, _)] = await classroom(relay, "Ann")
+    host, _room, [(ann, _)] = await classroom(relay, "Ann")
     for event, data in STUDENT_ONLY:
         await host.fail(event, data, "not_student")
         await host.fail(event, 17, "not_student")
-    await ann.silent()
-    await host.silent()
+    await silent_all(ann, host)
 
 
 async def test_student_to_student_webrtc_is_forbidden(relay: Relay) -> None:
@@ -286,8 +307,7 @@ async def test_student_to_student_webrtc_is_forbidden(relay: Relay) -> None:
     await ann.fail("rtc/offer", {"sdp": "v=0", "user_id": bob_j["user_id"]}, "forbidden")
     await ann.fail("rtc/ice", {"candidate": "c", "user_id": bob_j["user_id"]}, "forbidden")
     await ann.fail("rtc/request", {"user_id": bob_j["user_id"]}, "forbidden")
-    await bob.silent()
-    await host.silent()
+    await silent_all(bob, host)
 
 
 async def test_own_user_id_only(relay: Relay) -> None:
@@ -296,13 +316,12 @@ async def test_own_user_id_only(relay: Relay) -> None:
     await ann.fail("error/from_client", {"content": "x", "user_id": bob_j["user_id"]},
                    "forbidden")
     await ann.fail("signal", {"value": "HELP", "user_id": 1}, "forbidden")
-    await host.silent()
-    await bob.silent()
+    await silent_all(host, bob)
 
 
 # -- 5. information leaks --------------------------------------------------------------
 async def test_errors_reach_only_the_offender(relay: Relay) -> None:
-    host, room, [(ann, _), (bob, _)] = await classroom(relay, "Ann", "Bob")
+    host, _room, [(ann, _), (bob, _)] = await classroom(relay, "Ann", "Bob")
     outsider = await relay.client()
     await ann.send_raw("{not json")
     assert (await ann.expect("error"))["data"]["code"] == "bad_json"
@@ -316,8 +335,7 @@ async def test_errors_reach_only_the_offender(relay: Relay) -> None:
     assert (await host.expect("error"))["data"]["code"] == "user_not_found"
     await outsider.send("message/to_mentor", {"content": "x"})
     assert (await outsider.expect("error"))["data"]["code"] == "not_in_room"
-    for c in (host, ann, bob, outsider):
-        await c.silent()
+    await silent_all(host, ann, bob, outsider)
 
 
 async def test_client_error_report_goes_to_host_only(relay: Relay) -> None:
@@ -326,8 +344,7 @@ async def test_client_error_report_goes_to_host_only(relay: Relay) -> None:
     log = await host.expect("log")
     assert log["data"] == {"message": f"Error from Ann (user {ann_j['user_id']})\n"
                                       "Traceback: secret\nPath: a.py"}
-    await bob.silent()
-    await ann.silent()
+    await silent_all(bob, ann)
 
 
 async def test_removed_seed_events_are_unknown(relay: Relay) -> None:
@@ -348,33 +365,33 @@ async def test_room_update_has_no_socket_ids(relay: Relay) -> None:
 
 
 # -- names ------------------------------------------------------------------------------
-@pytest.mark.parametrize(("first", "second"), [
-    ("Straße", "STRASSE"), ("Straße", "strasse"), ("Σίσυφος", "ΣΊΣΥΦΟΣ"), ("Ann", " ann  "),
-    ("ǅemal", "ǆEMAL"), ("ﬁsh", "FISH"),
-])
-async def test_casefolded_duplicate_names(relay: Relay, first: str, second: str) -> None:
+CASEFOLD_PAIRS = [("Straße", "STRASSE"), ("Σίσυφος", "ΣΊΣΥΦΟΣ"), ("Ann", " ann  "),
+                  ("ǅemal", "ǆEMAL"), ("ﬁsh", "FISH")]
+
+
+async def test_casefolded_duplicate_names(relay: Relay) -> None:
     host, room = await relay.host()
-    await relay.student(room["room_id"], first)
-    await host.expect("room/update")
+    for first, _ in CASEFOLD_PAIRS:
+        await relay.student(room["room_id"], first)
+        await host.expect("room/update")
     c = await relay.client()
-    frames = await c.call("room/join", {"room_id": room["room_id"], "name": second})
-    assert [f["event"] for f in frames] == ["alerts", "error", "ack"]
-    assert frames[1]["data"]["code"] == "name_taken"
+    for first, second in [*CASEFOLD_PAIRS, ("STRASSE", "strasse"), ("ANN", "ann")]:
+        frames = await c.call("room/join", {"room_id": room["room_id"], "name": second})
+        assert [f["event"] for f in frames] == ["alerts", "error", "ack"], (first, second)
+        assert frames[1]["data"]["code"] == "name_taken"
     await host.silent()
 
 
-@pytest.mark.parametrize(("host_name", "student"), [
-    ("Straße", "STRASSE"), ("Teacher", "TEACHER"), ("Host", "host"),
-])
-async def test_host_name_counts(relay: Relay, host_name: str, student: str) -> None:
-    if host_name == "Host":
-        # The default host name is taken too.
-        host = await relay.client()
-        room = (await host.ok("room/create", {}))[0]["data"]
-    else:
-        host, room = await relay.host(host_name)
+async def test_host_name_counts(relay: Relay) -> None:
     c = await relay.client()
-    await c.fail("room/join", {"room_id": room["room_id"], "name": student}, "name_taken")
+    for host_name, student in [("Straße", "STRASSE"), ("Teacher", "TEACHER"), (None, "host")]:
+        if host_name is None:
+            # The default host name is taken too.
+            host = await relay.client()
+            room = (await host.ok("room/create", {}))[0]["data"]
+        else:
+            host, room = await relay.host(host_name)
+        await c.fail("room/join", {"room_id": room["room_id"], "name": student}, "name_taken")
     await host.silent()
 
 
@@ -408,8 +425,10 @@ async def test_guessing_room_ids_is_rate_limited(start_relay: StartRelay) -> Non
                      "rate_limited")
     await other.fail("room/rejoin", {"room_id": rid, "user_id": 2, "token": "z"},
                      "rate_limited")
-    # Payload types are checked before the limit.
+    # Payload types are checked before the limit; name rules only after it.
     await other.fail("room/join", {"room_id": None}, "invalid_payload")
+    await other.fail("room/join", {"room_id": rid, "name": 5}, "invalid_payload")
+    await other.fail("room/join", {"room_id": rid, "name": ""}, "rate_limited")
     # room/create is not limited, and the host was not disturbed.
     await (await relay.client()).ok("room/create", {})
     await host.silent()
@@ -495,7 +514,8 @@ async def test_legacy_join_reattaches_offline_student(start_relay: StartRelay) -
     assert offline["data"]["users"][1]["status"] == "offline"
     again = await relay.client()
     again.last_seq = ann.last_seq  # the participant's counter survives reconnects
-    frames = await again.ok("room/join", {"room_id": rid, "name": " aNN "})
+    # Exactly what a fresh rejoin sends: no outdated-plugin alert (Appendix C).
+    frames = await again.ok("room/join", {"room_id": rid, "name": " aNN ", "version": "1.0"})
     assert frames[0] == {"event": "room/join", "data": {
         "room_id": rid, "user_id": joined["user_id"], "token": joined["token"]}}
     assert frames[1]["event"] == "rtc/config"
@@ -519,8 +539,7 @@ async def test_legacy_join_reattach_name_taken_when_online(start_relay: StartRel
     host, room, [(ann, _)] = await classroom(relay, "Ann")
     c = await relay.client()
     await c.fail("room/join", {"room_id": room["room_id"], "name": "ANN"}, "name_taken")
-    await ann.silent()
-    await host.silent()
+    await silent_all(ann, host)
 
 
 # -- identifiers --------------------------------------------------------------------------
@@ -537,7 +556,7 @@ async def test_tokens_and_ids_format(relay: Relay) -> None:
     for rid in rooms:
         assert type(rid) is int and 10_000_000 <= rid <= 99_999_999
     assert len(set(rooms)) == len(rooms)
-    diffs = {b - a for a, b in zip(rooms, rooms[1:], strict=False)}
+    diffs = {b - a for a, b in itertools.pairwise(rooms)}
     assert diffs != {1}, "room ids look sequential"
     for token in secrets:
         assert TOKEN_RE.match(token), token
@@ -546,7 +565,7 @@ async def test_tokens_and_ids_format(relay: Relay) -> None:
 
 
 async def test_user_ids_never_reused(relay: Relay) -> None:
-    host, room, [(ann, a), (bob, b)] = await classroom(relay, "Ann", "Bob")
+    host, room, [(_ann, a), (bob, b)] = await classroom(relay, "Ann", "Bob")
     assert (a["user_id"], b["user_id"]) == (2, 3)
     await bob.ok("room/leave", {})
     await host.expect("room/update")
@@ -557,3 +576,59 @@ async def test_user_ids_never_reused(relay: Relay) -> None:
     thief = await relay.client()
     await thief.fail("room/rejoin", {"room_id": room["room_id"], "user_id": 3,
                                      "token": b["token"]}, "user_not_found")
+
+
+# -- 3. acting on another room's users by id ------------------------------------------------
+async def test_foreign_user_ids_are_user_not_found(relay: Relay) -> None:
+    host_a, _, [(ann, _)] = await classroom(relay, "Ann")
+    host_b, _, [(bo, _), (cy, cy_j)] = await classroom(relay, "Bo", "Cy")
+    foreign = cy_j["user_id"]  # 3: exists in room B only
+    assert foreign == 3
+    for event, data in [
+        ("sharing/start", {"user_id": foreign}), ("sharing/end", {"user_id": foreign}),
+        ("sharing/snapshot", {"user_id": foreign}), ("message/user", {"user_id": foreign}),
+        ("message/to_client", {"user_id": foreign, "content": "x"}),
+        ("room/kill", {"user_id": foreign}), ("rtc/allow", {"user_id": foreign}),
+        ("exercise/feedback", {"user_id": foreign, "accepted": True}),
+        ("steps/status/to_client", {"user_id": foreign, "steps": {}}),
+        # The host itself is not a student.
+        ("sharing/start", {"user_id": 1}), ("message/user", {"user_id": 1}),
+        ("room/kill", {"user_id": 1}),
+    ]:
+        await host_a.fail(event, data, "user_not_found")
+    # A removed student is gone for good.
+    await bo.ok("room/leave", {})
+    await host_b.expect("room/update")
+    for event, data in [("message/to_client", {"user_id": 2, "content": "x"}),
+                        ("sharing/start", {"user_id": 2}), ("message/user", {"user_id": 2})]:
+        await host_b.fail(event, data, "user_not_found")
+    await silent_all(host_a, ann, host_b, bo, cy)
+
+
+# -- 6. outbound requests on behalf of clients ----------------------------------------------
+async def test_import_cannot_reach_arbitrary_hosts(relay: Relay) -> None:
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    port = listener.socket.getsockname()[1]
+    hits: list[int] = []
+
+    async def watch() -> None:
+        stream = await listener.accept()
+        hits.append(1)
+        await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch)
+        host, _, [(ann, _)] = await classroom(relay, "Ann")
+        page = f"http://127.0.0.1:{port}/Task-0123456789abcdef0123456789abcdef"
+        outsider = await relay.client()
+        await outsider.fail("steps/import", {"url": page}, "not_in_room")
+        await ann.fail("steps/import", {"url": page}, "not_host")
+        frames = await host.call("steps/import", {"url": page})
+        assert [f["event"] for f in frames] == ["alerts", "error", "ack"]
+        assert frames[0]["data"]["type"] == "ERROR"
+        assert frames[1]["data"]["code"] == "import_failed"
+        await trio.sleep(0.2)
+        assert hits == []
+        await ann.silent()
+        nursery.cancel_scope.cancel()
+    await listener.aclose()

@@ -36,7 +36,7 @@ def _message(ctx: Ctx, room: Room, sender: int, receiver: int, content: str) -> 
 
 def _to_student(ctx: Ctx, room: Room, student: Participant, content: str) -> None:
     message = _message(ctx, room, room.host.user_id, student.user_id, content)
-    student.messages.append(message)
+    student.add_message(message)
     ctx.seq(room, student, Outgoing("message/to_client", message))
 
 
@@ -69,7 +69,7 @@ def to_mentor(ctx: Ctx, content: str) -> None:
     room, sender = ctx.room, ctx.sender
     assert room is not None and sender is not None
     message = _message(ctx, room, sender.user_id, room.host.user_id, content)
-    sender.messages.append(message)
+    sender.add_message(message)
     ctx.to_host("message/to_mentor", message)
 
 

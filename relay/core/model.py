@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,13 +31,18 @@ class Participant:
     signal: str = "NONE"
     statuses: dict[str, str] = field(default_factory=dict)
     # A student's one conversation with the host, both directions, newest kept.
-    messages: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=MAX_MESSAGES))
+    messages: list[dict[str, Any]] = field(default_factory=list)
     files: dict[str, FileEntry] = field(default_factory=dict)
     files_bytes: int = 0
 
     @property
     def role(self) -> str:
         return "host" if self.is_host else "client"
+
+    def add_message(self, message: dict[str, Any]) -> None:
+        self.messages.append(message)
+        if len(self.messages) > MAX_MESSAGES:
+            del self.messages[0]
 
 
 @dataclass(slots=True)

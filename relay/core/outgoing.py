@@ -14,23 +14,38 @@ import msgspec
 _encode = msgspec.json.encode
 
 
-class Outgoing:
-    """One server event: name, payload and its lazily encoded JSON."""
+_RELEASED = object()
 
-    __slots__ = ("_payload", "cache", "data", "event", "event_json")
+
+class Outgoing:
+    """One server event: name, payload and its lazily encoded JSON.
+
+    Once encoded, the Python payload is released: replay buffers hold many events for a
+    long time, and the bytes are all the codecs need (``data`` decodes them back on the
+    rare reads after that, e.g. in tests).
+    """
+
+    __slots__ = ("_data", "_payload", "cache", "event", "event_json")
 
     def __init__(self, event: str, data: Any) -> None:
         self.event = event
-        self.data = data
+        self._data = data
         self.event_json = _encode(event)
         self._payload: bytes | None = None
         #: Codec-owned cache of wrapped frames (e.g. the Socket.IO frame, identical for all).
         self.cache: dict[str, bytes] = {}
 
     @property
+    def data(self) -> Any:
+        if self._data is _RELEASED:
+            return msgspec.json.decode(self.payload)
+        return self._data
+
+    @property
     def payload(self) -> bytes:
         if self._payload is None:
-            self._payload = _encode(self.data)
+            self._payload = _encode(self._data)
+            self._data = _RELEASED
         return self._payload
 
     def plain_size(self, seq: int) -> int:

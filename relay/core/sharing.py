@@ -7,10 +7,10 @@ from typing import Any
 from .context import Ctx
 from .errors import EventError, invalid, too_large
 from .lifecycle import target_student
-from .model import FileEntry, Participant
-from .outgoing import Outgoing
+from .model import FileEntry
 from .payload import obj, req_int
 from .registry import HOST, STUDENT, event
+from .snapshots import sharing_snapshot_data
 
 MAX_FILES = 2000
 MAX_CONTENT_BYTES = 8 * 1024 * 1024
@@ -131,14 +131,8 @@ def code_update(ctx: Ctx, items: list[dict[str, Any]]) -> None:
     _forward(ctx, "sharing/code_update", items, ctx.sender.files, ctx.sender.files_bytes)
 
 
-def snapshot_out(student: Participant) -> Outgoing:
-    from .snapshots import sharing_snapshot_data
-
-    return Outgoing("sharing/snapshot", sharing_snapshot_data(student))
-
-
 @event("sharing/snapshot", HOST, _parse_target)
 def sharing_snapshot(ctx: Ctx, user_id: int) -> None:
     assert ctx.room is not None
     student = target_student(ctx.room, user_id)
-    ctx.to_host("sharing/snapshot", snapshot_out(student).data)
+    ctx.to_host("sharing/snapshot", sharing_snapshot_data(student))

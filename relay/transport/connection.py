@@ -1,15 +1,19 @@
-"""One WebSocket connection: reader, writer and heartbeat tasks in one nursery.
+"""One WebSocket connection: the handler task reads; a writer task runs only when needed.
 
 Incoming bytes are parsed by ``wsproto`` (masking, fragmentation, UTF-8, control frames);
-outgoing frames are built by ``wsframe`` and written by the writer task, which sends
-everything pending in one ``send_all``. The outgoing side is a bounded queue of
-frames (sequenced events are queued by reference, encoded only when written), and an
+outgoing frames are built by ``wsframe``. An idle connection costs one task (its reader):
+frames are written straight into the socket by whichever task produced them while
+nothing is queued (the fast path), a writer task is started only when the kernel pushes
+back or a replay must be streamed, and heartbeats are driven by one server-wide timer.
+
+The outgoing side is a bounded queue of frames and references to sequenced events, and an
 attach streams its replay from the participant's replay buffer (protocol §2.3, Appendix C).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections import deque
 from typing import TYPE_CHECKING, cast
@@ -42,60 +46,83 @@ CLOSE_REASONS = {
 }
 
 
+_NO_QUEUE: deque[tuple[bytes | tuple[Outgoing, int], int]] = deque(maxlen=0)
+
+
 class WebSocketConnection:
-    """Framing, queues and lifetime shared by every endpoint; subclasses handle messages."""
+    """Framing, queues and lifetime shared by every endpoint; subclasses handle messages.
 
-    endpoint = "observer"
+    Slots and lazily created queues keep an idle connection small (W3 in bench/).
+    """
 
-    def __init__(self, server: RelayServer, stream: trio.abc.Stream, ip: str,
+    __slots__ = (
+        "_accepting", "_close_sent", "_closing", "_control", "_fd", "_flush_deadline", "_nursery",
+        "_partial", "_partial_size", "_pings", "_pre", "_queue", "_queue_bytes", "_read_scope",
+        "_send_deadline", "_send_scope", "_writing", "_ws", "close_code", "config", "cursor",
+        "endpoint", "hb_interval", "hb_timeout", "ip", "participant", "peer_closed",
+        "ping_due", "pong_deadline", "replay_end", "server", "stream",
+    )
+
+    def __init__(self, server: RelayServer, stream: trio.SocketStream, ip: str,
                  trailing: bytes) -> None:
+        self.endpoint = "observer"
         self.server = server
         self.config = server.config
         self.stream = stream
         self.ip = ip
         self._ws = WsConnection(ConnectionType.SERVER, trailing_data=trailing)
-        self._control: list[bytes] = []
-        self._pre: list[bytes] = []
-        self._queue: deque[tuple[bytes | tuple[Outgoing, int], int]] = deque()
-        self._queue_bytes = 0
-        self._wake = trio.Event()
-        self._idle = False  # the writer waits for work: the fast path may write directly
         try:
-            self._fd = stream.socket.fileno()  # type: ignore[attr-defined]
+            self._fd = stream.socket.fileno()
         except (AttributeError, OSError):
             self._fd = -1
-        self._closing: tuple[int, str] | None = None
-        # Frames are still taken while a flushing close drains (e.g. the ack of room/close).
-        self._accepting = True
-        self._flush_deadline = float("inf")
-        self._send_deadline = float("inf")
-        self._send_scope: trio.CancelScope | None = None
-        self._closed = trio.Event()  # our close frame is out
-        self._peer_closed = trio.Event()
-        self._pong = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self._read_scope: trio.CancelScope | None = None
         self._partial: list[str | bytes] = []
         self._partial_size = 0
+        # Outgoing order: control frames (pongs, pings, a partly written frame), ``_pre``
+        # (the reply frames of an attach), the replay range (cursor, replay_end] streamed
+        # from the participant's replay buffer, then ``_queue`` in enqueue order. Only
+        # ``_queue`` counts against the §2.3 bound.
+        self._control: list[bytes] = []
+        self._pre: list[bytes] = []
+        self._queue = _NO_QUEUE  # replaced by a real deque on first use
+        self._queue_bytes = 0
+        self._writing = False  # a writer task is running
+        self._send_deadline = math.inf
+        self._send_scope: trio.CancelScope | None = None
+        # Closing.
+        self._closing: tuple[int, str] | None = None
+        self._accepting = True  # frames are still taken while a flushing close drains
+        self._flush_deadline = math.inf
+        self._close_sent: trio.Event | None = None
+        self.peer_closed = False
         self.close_code: int | None = None
+        # Heartbeat, driven by ``RelayServer``'s timer.
+        now = trio.current_time()
+        self.hb_interval = self.config.heartbeat_interval
+        self.hb_timeout = self.config.heartbeat_timeout
+        self.ping_due = now + self.hb_interval
+        self.pong_deadline = math.inf
+        self._pings = 0
         # Observer participants (unused on /ws).
         self.participant: Participant | None = None
         self.cursor = 0  # highest seq written (or skipped, on a fresh attach)
         self.replay_end = 0  # the replay streams seqs (cursor, replay_end]
-        self._nursery: trio.Nursery | None = None
 
     # -- lifetime -----------------------------------------------------------------
     async def run(self) -> None:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                nursery.start_soon(self._reader)
-                nursery.start_soon(self._writer)
-                nursery.start_soon(self._heartbeat)
-                self.on_open()
-                await self._closed.wait()
-                # Give the peer a moment to answer our close frame, then hang up.
-                with trio.move_on_after(CLOSE_WAIT):
-                    await self._peer_closed.wait()
-                nursery.cancel_scope.cancel()
+                try:
+                    self.on_open()
+                    await self._reader()
+                    if self._closing is not None and self._close_sent is not None:
+                        with trio.move_on_after(CLOSE_GRACE):
+                            await self._close_sent.wait()
+                    nursery.cancel_scope.cancel()
+                finally:
+                    self._nursery = None  # closed to new arrivals from here on
         finally:
             with trio.CancelScope(shield=True):
                 try:
@@ -106,7 +133,7 @@ class WebSocketConnection:
                     await self.stream.aclose()
 
     def on_open(self) -> None:
-        """Called once the tasks run (Socket.IO sends its open packet here)."""
+        """Called once the connection runs (Socket.IO sends its open packet here)."""
 
     def on_close(self) -> None:
         """Called once when the connection is gone."""
@@ -114,17 +141,19 @@ class WebSocketConnection:
     # -- reading ------------------------------------------------------------------
     async def _reader(self) -> None:
         max_size = self.config.max_message_size
-        await self._feed(b"", max_size)  # frames that arrived with the handshake
-        while not self._peer_closed.is_set():
-            try:
-                data = await self.stream.receive_some(65536)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                data = b""
-            if not data:
-                self._peer_closed.set()
-                self._abort(1006, "connection lost")
-                return
-            await self._feed(cast(bytes, data), max_size)
+        with trio.CancelScope() as scope:
+            self._read_scope = scope
+            await self._feed(b"", max_size)  # frames that arrived with the handshake
+            while not self.peer_closed:
+                try:
+                    data = await self.stream.receive_some(65536)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    data = b""
+                if not data:
+                    self.peer_closed = True
+                    self._abort(1006, "connection lost")
+                    return
+                await self._feed(cast(bytes, data), max_size)
 
     async def _feed(self, data: bytes, max_size: int) -> None:
         try:
@@ -138,7 +167,7 @@ class WebSocketConnection:
                     self._partial_size += size
                     if self._partial_size > max_size:
                         self.close(1009, "message too big")
-                        self._peer_closed.set()
+                        self.peer_closed = True
                         return
                     if self._closing is not None:
                         continue
@@ -152,25 +181,23 @@ class WebSocketConnection:
                             self.handle_text(text)
                         else:
                             self.handle_binary()
-                        # Let other tasks (and our writer) run between messages.
+                        # Let other connections run between messages of a busy one.
                         await trio.lowlevel.checkpoint()
                 elif isinstance(event, Ping):
-                    self._control.append(wsframe.pong_frame(event.payload))
-                    self._wake.set()
+                    self.send_control(wsframe.pong_frame(event.payload))
                 elif isinstance(event, Pong):
-                    self._pong.set()
+                    self.pong_deadline = math.inf
                 elif isinstance(event, CloseConnection):
-                    self._peer_closed.set()
+                    self.peer_closed = True
                     if self._closing is None:
-                        self.close(event.code if event.code in (1000, 1001) else 1000, "bye",
-                                   echo=True)
+                        self.close(event.code if event.code in (1000, 1001) else 1000, "bye")
                     return
         except RemoteProtocolError as exc:
-            code = int(exc.event_hint.code) if hasattr(exc.event_hint, "code") else 1002  # type: ignore[union-attr]
-            self.close(code if code in (1002, 1007, 1009) else 1002, "protocol error")
-            self._peer_closed.set()
+            code = getattr(exc.event_hint, "code", 1002)
+            self.close(int(code) if code in (1002, 1007, 1009) else 1002, "protocol error")
+            self.peer_closed = True
         except LocalProtocolError:
-            self._peer_closed.set()
+            self.peer_closed = True
 
     def handle_text(self, text: str) -> None:
         raise NotImplementedError
@@ -179,50 +206,55 @@ class WebSocketConnection:
         raise NotImplementedError
 
     # -- writing ------------------------------------------------------------------
-    # Outgoing order: control frames (pongs, pings), then ``_pre`` (the reply frames of an
-    # attach), then the replay range (cursor, replay_end] streamed from the participant's
-    # replay buffer, then ``_queue`` in enqueue order. Only ``_queue`` counts against the
-    # §2.3 bound: a replay after 4002 may be longer than the queue (Appendix C).
     def push(self, frame: bytes, after: int | None = None) -> None:
         """Queue an unsequenced frame; ``after`` <= cursor places it before the replay."""
         if not self._accepting:
             return
         if after is not None and self.cursor < self.replay_end and after <= self.cursor:
             self._pre.append(frame)
-        elif not (self._idle and self._write_now(frame)):
+            self._kick()
+        elif not self._write_now(frame):
             self._enqueue(frame, len(frame))
-        self._wake.set()
 
     def sequenced(self, out: Outgoing, seq: int, size: int) -> None:
         """A live sequenced event for our participant (already in its replay buffer)."""
         if not self._accepting or seq <= self.replay_end:
             return
-        if self._idle and self._write_now(self.encode_sequenced(out, seq)):
+        if self._can_write_now() and self._write_now(self.encode_sequenced(out, seq)):
             self.cursor = seq
             return
         self._enqueue((out, seq), size)
-        self._wake.set()
+
+    def send_control(self, frame: bytes) -> None:
+        """A ping, pong or framing-level frame: ahead of queued events."""
+        if self._closing is None and not self._write_now(frame):
+            self._control.append(frame)
+            self._kick()
+
+    def _can_write_now(self) -> bool:
+        return not (self._writing or self._control or self._pre or self._queue
+                    or self._fd < 0 or self._closing is not None)
 
     def _write_now(self, frame: bytes) -> bool:
-        """The fast path: write straight into the socket while the writer is idle.
+        """The fast path: write straight into the socket while nothing is pending.
 
-        With nothing queued, a frame can go to the kernel from the task that produced it,
-        without waking this connection's writer task: a broadcast then costs one encode
-        and one non-blocking ``send`` per recipient. Whatever the kernel does not take
-        becomes the writer's first frame, so order is kept.
+        A frame then goes to the kernel from the task that produced it, without waking a
+        writer task: a broadcast costs one encode (or none) and one non-blocking ``send``
+        per recipient. Whatever the kernel does not take becomes the first frame of a
+        writer task, so order is kept.
         """
-        if self._control or self._pre or self._queue or self._fd < 0:
+        if not self._can_write_now():
             return False
         try:
             n = os.write(self._fd, frame)
         except BlockingIOError:
             n = 0
         except OSError:
-            return False  # let the writer meet the error
+            return False  # let a writer task meet the error
         self.server.metrics.bytes_out(self.endpoint, n)
         if n < len(frame):
             self._control.append(frame[n:])
-            self._wake.set()
+            self._kick()
         return True
 
     def _enqueue(self, item: bytes | tuple[Outgoing, int], size: int) -> None:
@@ -230,19 +262,33 @@ class WebSocketConnection:
                 or self._queue_bytes + size > self.config.send_queue_bytes):
             self.close(4002, "slow consumer")
             return
+        if self._queue is _NO_QUEUE:
+            self._queue = deque()
         self._queue.append((item, size))
         self._queue_bytes += size
+        self._kick()
 
     def attach(self, participant: Participant, cursor: int, replay_end: int) -> None:
         self.participant = participant
         self.cursor = cursor
         self.replay_end = replay_end
-        self._wake.set()
+        if cursor < replay_end:
+            self._kick()
 
     def detach(self) -> None:
         """Unbound again (room/leave): what is queued still goes out, the replay stops."""
         self.participant = None
         self.replay_end = self.cursor
+
+    def _kick(self) -> None:
+        """Make sure a writer task runs (it ends by itself once everything is out)."""
+        if not self._writing and self._nursery is not None:
+            self._writing = True
+            self._nursery.start_soon(self._writer)
+
+    def _has_pending(self) -> bool:
+        return bool(self._control or self._pre or self._queue) or (
+            self.participant is not None and self.cursor < self.replay_end)
 
     def _next_batch(self) -> list[bytes]:
         batch = self._control
@@ -280,10 +326,6 @@ class WebSocketConnection:
     def encode_sequenced(self, out: Outgoing, seq: int) -> bytes:
         raise NotImplementedError
 
-    def _has_pending(self) -> bool:
-        return bool(self._queue) or bool(self._pre) or (
-            self.participant is not None and self.cursor < self.replay_end)
-
     async def _send(self, data: bytes) -> bool:
         """Write ``data``; False when a closing deadline cut the write short.
 
@@ -299,90 +341,101 @@ class WebSocketConnection:
         metrics = self.server.metrics
         try:
             while True:
-                pending = bool(self._control) or self._has_pending()
-                if self._closing is not None and (
-                    not pending or trio.current_time() >= self._flush_deadline
-                ):
-                    break
-                if not pending:
-                    self._wake = trio.Event()
-                    self._idle = True
-                    try:
-                        await self._wake.wait()
-                    finally:
-                        self._idle = False
-                    continue
+                pending = self._has_pending()
+                if self._closing is not None:
+                    if not pending or trio.current_time() >= self._flush_deadline:
+                        await self._send_close()
+                        return
+                elif not pending:
+                    return
                 batch = self._next_batch()
                 if batch:
                     data = b"".join(batch)
                     metrics.bytes_out(self.endpoint, len(data))
                     if not await self._send(data):
+                        self._abort(self.close_code or 1006, "write timed out")
                         return
-            assert self._closing is not None
-            code, reason = self._closing
-            if self.close_code != 1006:
-                self._send_deadline = trio.current_time() + CLOSE_GRACE
-                await self._send(self.close_preamble(code) + wsframe.close_frame(code, reason))
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            self._peer_closed.set()
+            self._abort(self.close_code or 1006, "connection lost")
         finally:
-            self._closed.set()
+            self._writing = False
+
+    async def _send_close(self) -> None:
+        assert self._closing is not None
+        code, reason = self._closing
+        if self.close_code != 1006:
+            self._send_deadline = trio.current_time() + CLOSE_GRACE
+            await self._send(self.close_preamble(code) + wsframe.close_frame(code, reason))
+        self._closed_out()
+
+    def _closed_out(self) -> None:
+        """Our close frame is out (or can't be sent): wait briefly for the peer's, then end."""
+        if self._close_sent is not None:
+            self._close_sent.set()
+        if self._read_scope is not None:
+            if self.peer_closed:
+                self._read_scope.cancel()
+            else:
+                self._read_scope.deadline = min(self._read_scope.deadline,
+                                                trio.current_time() + CLOSE_WAIT)
 
     def close_preamble(self, code: int) -> bytes:
         return b""
 
     # -- closing ------------------------------------------------------------------
-    def close(self, code: int, reason: str, *, flush: bool = False, echo: bool = False,
+    def close(self, code: int, reason: str, *, flush: bool = False,
               flush_timeout: float = CLOSE_WAIT) -> None:
         """Start closing with ``code``; with ``flush``, queued frames go out first."""
         if self._closing is not None:
             return
         self._closing = (code, reason)
         self.close_code = code
+        self._close_sent = trio.Event()
         now = trio.current_time()
         if flush:
             self._flush_deadline = now + flush_timeout
         else:
             self._accepting = False
             self._flush_deadline = now
-        # A write in progress (a peer that stopped reading) gets a bounded grace.
-        self._send_deadline = max(self._flush_deadline, now + CLOSE_GRACE)
-        if self._send_scope is not None:
-            self._send_scope.deadline = self._send_deadline
             self._queue.clear()
             self._pre.clear()
             self._queue_bytes = 0
             self.participant = None
-        self._wake.set()
+        # A write in progress (a peer that stopped reading) gets a bounded grace.
+        self._send_deadline = max(self._flush_deadline, now + CLOSE_GRACE)
+        if self._send_scope is not None:
+            self._send_scope.deadline = self._send_deadline
+        self._kick()
 
     def _abort(self, code: int, reason: str) -> None:
-        """The peer is gone: no close frame can be sent."""
+        """The peer is gone (or the stream is unusable): no close frame can be sent."""
         self._accepting = False
         if self._closing is None:
             self._closing = (code, reason)
             self.close_code = code
-            self._flush_deadline = trio.current_time()
-            self._queue.clear()
-            self._pre.clear()
-            self.participant = None
-        self._wake.set()
+        self._queue.clear()
+        self._pre.clear()
+        self._control.clear()
+        self.participant = None
+        self.peer_closed = True
+        self._closed_out()
 
-    # -- heartbeat ----------------------------------------------------------------
-    async def _heartbeat(self) -> None:
-        interval = self.config.heartbeat_interval
-        timeout = self.config.heartbeat_timeout
-        n = 0
-        while True:
-            await trio.sleep(interval)
-            n += 1
-            self._pong = trio.Event()
-            self._control.append(wsframe.ping_frame(str(n).encode()))
-            self._wake.set()
-            with trio.move_on_after(timeout):
-                await self._pong.wait()
-            if not self._pong.is_set():
-                self.close(4004, "heartbeat timeout")
-                return
+    # -- heartbeat (called by the server's timer) -------------------------------------
+    def heartbeat(self, now: float) -> None:
+        if self._closing is not None:
+            return
+        if now >= self.pong_deadline:
+            self.close(4004, "heartbeat timeout")
+            return
+        if now >= self.ping_due:
+            self.ping_due = now + self.hb_interval
+            if self.pong_deadline == math.inf:
+                self.pong_deadline = now + self.hb_timeout
+            self.send_control(self.ping_frame())
+
+    def ping_frame(self) -> bytes:
+        self._pings += 1
+        return wsframe.ping_frame(str(self._pings).encode())
 
 
 def size_of(text: str) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import trio
@@ -21,7 +22,9 @@ RATE_LIMITED = "rate_limited"
 
 
 class ObserverConnection(WebSocketConnection):
-    def __init__(self, server: RelayServer, stream: trio.abc.Stream, ip: str, trailing: bytes,
+    __slots__ = ("_limiter", "codec", "connect_deadline", "replaced", "session")
+
+    def __init__(self, server: RelayServer, stream: trio.SocketStream, ip: str, trailing: bytes,
                  codec: ObserverCodec) -> None:
         super().__init__(server, stream, ip, trailing)
         self.codec = codec
@@ -29,6 +32,7 @@ class ObserverConnection(WebSocketConnection):
         self.session = Session(ip=ip)
         self.replaced = False
         self._limiter = server.new_rate_limiter()
+        self.connect_deadline = math.inf
 
     # -- frames out -----------------------------------------------------------------
     def encode_sequenced(self, out: Outgoing, seq: int) -> bytes:
@@ -65,9 +69,9 @@ class ObserverConnection(WebSocketConnection):
                 if item.ref is not None:
                     self.send_ack(item.ref, EventError(item.code, item.message))
             elif isinstance(item, Raw):
-                self.push(item.payload)
+                self.send_control(item.payload)
             elif isinstance(item, Pong):
-                self._pong.set()
+                self.pong_deadline = math.inf
             elif isinstance(item, CloseRequest):
                 self.close(item.code, item.reason)
 
@@ -95,32 +99,24 @@ class ObserverConnection(WebSocketConnection):
     def on_open(self) -> None:
         open_packet = getattr(self.codec, "open_packet", None)
         if open_packet is not None:
+            # Socket.IO: the Engine.IO open packet at once, its own heartbeat, a deadline
+            # for the namespace connect.
+            self.hb_interval = self.config.sio_ping_interval
+            self.hb_timeout = self.config.sio_ping_timeout
+            now = trio.current_time()
+            self.ping_due = now + self.hb_interval
+            self.connect_deadline = now + SIO_CONNECT_DEADLINE
             self.push(open_packet())
-            assert self._nursery is not None
-            self._nursery.start_soon(self._sio_connect_deadline)
 
-    async def _sio_connect_deadline(self) -> None:
-        await trio.sleep(SIO_CONNECT_DEADLINE)
-        if not getattr(self.codec, "connected", True):
+    def heartbeat(self, now: float) -> None:
+        if now >= self.connect_deadline and not getattr(self.codec, "connected", True):
             self.close(1008, "no namespace connect within 45 s")
-
-    async def _heartbeat(self) -> None:
-        ping = getattr(self.codec, "ping_frame", None)
-        if ping is None:
-            await super()._heartbeat()
             return
-        interval = self.config.sio_ping_interval
-        timeout = self.config.sio_ping_timeout
-        while True:
-            await trio.sleep(interval)
-            self._pong = trio.Event()
-            self._control.append(ping())
-            self._wake.set()
-            with trio.move_on_after(timeout):
-                await self._pong.wait()
-            if not self._pong.is_set():
-                self.close(4004, "heartbeat timeout")
-                return
+        super().heartbeat(now)
+
+    def ping_frame(self) -> bytes:
+        ping = getattr(self.codec, "ping_frame", None)
+        return ping() if ping is not None else super().ping_frame()
 
     def on_close(self) -> None:
         self.server.observer_closed(self)

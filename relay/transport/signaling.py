@@ -17,11 +17,12 @@ if TYPE_CHECKING:
 
 
 class SignalingConnection(WebSocketConnection):
-    endpoint = "ws"
+    __slots__ = ("_limiter", "conn_id")
 
-    def __init__(self, server: RelayServer, stream: trio.abc.Stream, ip: str,
+    def __init__(self, server: RelayServer, stream: trio.SocketStream, ip: str,
                  trailing: bytes) -> None:
         super().__init__(server, stream, ip, trailing)
+        self.endpoint = "ws"
         self.conn_id = server.signaling.connect()
         self._limiter = server.new_rate_limiter()
 
