@@ -442,23 +442,13 @@ async def test_raw_client_valid_frame_is_handled(relay: Relay) -> None:
     await stream.aclose()
 
 
-BUG_PROTOCOL_CLOSE = (
-    "relay/transport/connection.py WebSocketConnection._feed: wsproto reports RFC 6455 "
-    "violations (ParseFailed) as a CloseConnection event carrying 1002/1007, and _feed answers "
-    "every peer CloseConnection whose code is not 1000/1001 with close code 1000"
-)
-
-
-@pytest.mark.xfail(reason=BUG_PROTOCOL_CLOSE, strict=True)
 async def test_invalid_utf8_closes_1007(relay: Relay) -> None:
     assert await close_code_after(relay, masked_frame(0x1, b'{"event":"\xff"}')) == 1007
 
 
-@pytest.mark.xfail(reason=BUG_PROTOCOL_CLOSE, strict=True)
 async def test_unmasked_client_frame_closes_1002(relay: Relay) -> None:
     assert await close_code_after(relay, b"\x81\x02{}") == 1002
 
 
-@pytest.mark.xfail(reason=BUG_PROTOCOL_CLOSE, strict=True)
 async def test_reserved_opcode_closes_1002(relay: Relay) -> None:
     assert await close_code_after(relay, masked_frame(0x3, b"x")) == 1002

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, cast
 
 import trio
 from wsproto.connection import Connection as WsConnection
-from wsproto.connection import ConnectionType
+from wsproto.connection import ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
@@ -189,7 +189,12 @@ class WebSocketConnection:
                     self.pong_deadline = math.inf
                 elif isinstance(event, CloseConnection):
                     self.peer_closed = True
-                    if self._closing is None:
+                    if self._ws.state is ConnectionState.OPEN:
+                        # wsproto reports a frame it could not parse as a close event
+                        # without a close frame from the peer: an RFC 6455 violation.
+                        code = event.code if event.code in (1002, 1007, 1009) else 1002
+                        self.close(code, "protocol error")
+                    elif self._closing is None:
                         self.close(event.code if event.code in (1000, 1001) else 1000, "bye")
                     return
         except RemoteProtocolError as exc:
