@@ -305,3 +305,18 @@ def test_name_taken_failure_reply_only() -> None:
     out = w.err(Session(ip="y"), "room/join", {"room_id": w.room_id, "name": "ANN"},
                 "name_taken")
     assert [type(a) for a in out.actions] == [Reply]
+
+
+def test_seeded_entropy_is_deterministic_and_well_formed() -> None:
+    import re
+
+    from relay.core.ids import SeededEntropy
+
+    a, b = SeededEntropy(b"k" * 16), SeededEntropy(b"k" * 16)
+    tokens = [a.token() for _ in range(5)]
+    assert tokens == [b.token() for _ in range(5)]
+    assert len(set(tokens)) == 5
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{22}", t) for t in tokens)
+    assert all(10_000_000 <= a.room_id() <= 99_999_999 for _ in range(100))
+    assert re.fullmatch(r"Guest\d{10}", a.guest_name())
+    assert SeededEntropy(b"x" * 16).token() != SeededEntropy(b"y" * 16).token()

@@ -67,6 +67,8 @@ class Hub:
         self.settings = settings or CoreSettings()
         self.monotonic = monotonic
         self.wall = wall
+        #: Source of ids and tokens; the scale-out shell swaps in a seeded one per command.
+        self.entropy: ids.Entropy = ids.SecureEntropy()
         self.rooms: dict[int, Room] = {}
         self._join_failures: dict[str, deque[float]] = {}
         # The backplane decides room-id uniqueness across processes.
@@ -167,10 +169,10 @@ class Hub:
     # -- helpers used by the lifecycle handlers ---------------------------------------
     def new_room(self) -> Room:
         while True:
-            room_id = ids.new_room_id()
+            room_id = self.entropy.room_id()
             if room_id not in self.rooms and self._claim(room_id):
                 break
-        room = Room(room_id=room_id, stats_key=ids.new_token())
+        room = Room(room_id=room_id, stats_key=self.entropy.token())
         self.rooms[room_id] = room
         return room
 
@@ -178,7 +180,7 @@ class Hub:
         uid = room.next_user_id
         room.next_user_id += 1
         p = Participant(
-            user_id=uid, name=name, token=ids.new_token(), is_host=is_host,
+            user_id=uid, name=name, token=self.entropy.token(), is_host=is_host,
             replay=ReplayBuffer(self.settings.replay_events, self.settings.replay_bytes),
         )
         room.participants[uid] = p

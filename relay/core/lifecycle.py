@@ -128,9 +128,9 @@ def room_join(ctx: Ctx, parsed: tuple[int, str | None, str | None]) -> None:
     room = _room(ctx, room_id)
     ctx.room = room
     if raw_name is None:
-        name = ids.guest_name()
+        name = ctx.hub.entropy.guest_name()
         while room.name_taken(name):
-            name = ids.guest_name()
+            name = ctx.hub.entropy.guest_name()
     else:
         name = clean_name(raw_name, NAME_LIMIT)
         existing = room.name_taken(name)
