@@ -230,6 +230,8 @@ class Client(asyncio.Protocol):
         self.count_pattern: bytes | None = None
         self.count = 0
         self._tail = b""
+        self.frame_len = 0
+        self.bytes_in = 0
         self.on_count: Callable[[], None] | None = None
         self.state: Any = None  # the workload's per-client data
 
@@ -315,23 +317,42 @@ class Client(asyncio.Protocol):
             self.on_event(self, name, message)
 
     def _count(self, data: bytes) -> None:
-        n, self._tail = wire.count_spanning(self._tail, data, self.count_pattern or b"")
+        if self.frame_len:
+            # Every counted message is the same frame, so bytes tell the count (a few bytes of
+            # heartbeats never add up to a 2 KiB frame in a bounded run).
+            self.bytes_in += len(data)
+            n = self.bytes_in // self.frame_len - self.count
+        else:
+            n, self._tail = wire.count_spanning(self._tail, data, self.count_pattern or b"")
         self.count += n
-        # Heartbeats still need answers: an Engine.IO ping is the 1-byte text message "2";
-        # a WebSocket ping starts with 0x89. Payloads here are ASCII JSON, so neither header
-        # byte can occur inside them (a rare chunk-split ping is simply missed).
-        if self.is_sio and b"\x81\x012" in data:
-            self.send(SOCKETIO.PONG)
+        # Heartbeats still need answers: an Engine.IO ping is the text frame 81 01 "2", a
+        # WebSocket ping starts with 0x89. Payloads here are ASCII JSON, so neither byte can
+        # occur inside them; both are found with memchr-speed single-byte searches (a rare
+        # ping split across two reads is missed, which a bounded run survives).
+        if self.is_sio:
+            i = data.find(b"\x01")
+            while i > 0:
+                if data[i - 1] == 0x81 and data[i + 1:i + 2] == b"2":
+                    self.send(SOCKETIO.PONG)
+                i = data.find(b"\x01", i + 1)
         i = data.find(b"\x89")
         if i >= 0 and i + 1 < len(data) and data[i + 1] < 126:
             self.send(wire.client_frame(data[i + 2:i + 2 + data[i + 1]], wire.OP_PONG))
         if n and self.on_count is not None:
             self.on_count()
 
-    def start_counting(self, pattern: bytes, on_count: Callable[[], None] | None = None) -> None:
-        """Switch to counting ``pattern`` (the leftover parse buffer is counted too)."""
+    def start_counting(self, pattern: bytes, on_count: Callable[[], None] | None = None,
+                       frame_len: int = 0, already: int = 0) -> None:
+        """Switch to counting messages (the leftover parse buffer is counted too).
+
+        With ``frame_len`` the count is bytes received / ``frame_len`` (every message is that
+        same frame); otherwise occurrences of ``pattern``. ``already`` messages were parsed.
+        """
         self.count_pattern = pattern
         self.on_count = on_count
+        self.frame_len = frame_len
+        self.count = already
+        self.bytes_in = already * frame_len
         left = self.parser.take_buffer()
         if left:
             self._count(left)
@@ -686,14 +707,31 @@ async def broadcast(framing: Framing, host: str, port: int, sampler: ProcSampler
         return {"ok": False, "error": f"setup failed: {exc!r}"}
     progress = asyncio.Event()
     pattern = framing.pattern("steps/all")
-    for s in room.students:
-        s.start_counting(pattern, progress.set)
     payload = _json([{"name": "1", "content": "<p>" + filler(size - 80, "b") + "</p>",
                       "language": "html", "type": "exercise"}])
     frame = framing.event("steps/all", payload)
+    # One message parsed by every student gives the exact frame the server sends; on the
+    # Socket.IO wire it is the same bytes for everyone every time (no seq), so counting is
+    # by bytes. The plain framing's per-recipient seq changes the length: count a pattern.
+    loop = asyncio.get_running_loop()
+    firsts: list[asyncio.Future[bytes]] = []
+    for s in room.students:
+        fut: asyncio.Future[bytes] = loop.create_future()
+        s.waiters.setdefault(b"steps/all", deque()).append(fut)
+        firsts.append(fut)
+    room.host.send(frame)
+    try:
+        async with asyncio.timeout(30):
+            first = await asyncio.gather(*firsts)
+    except TimeoutError:
+        return {"ok": False, "error": "the first steps/all did not reach every student"}
+    for s, message in zip(room.students, first, strict=True):
+        n = len(message)
+        frame_len = n + (2 if n < 126 else 4 if n < 65536 else 10)
+        s.start_counting(pattern, progress.set, frame_len if s.is_sio else 0, already=1)
     hostc = room.host
     counts = room.students
-    sent = 0
+    sent = 1
     t0 = time.monotonic()
     t_measure = t0 + warmup
     t_end = t_measure + duration
@@ -848,12 +886,15 @@ async def reconnect_storm(host: str, port: int, sampler: ProcSampler, rooms: int
     for st in resumers:
         st.client.abort()
     resumed_at: list[float] = []
+    connected_at: list[float] = []
     failures: list[str] = []
+    tcp0 = tcp_counters()
 
     async def resume(st: Resumer) -> None:
         for attempt in range(5):
             try:
                 c = await connect(PLAIN, host, port)
+                connected_at.append(time.monotonic() - t_drop)
                 c.state = st
                 c.on_event = on_student
                 st.client = c
@@ -870,6 +911,7 @@ async def reconnect_storm(host: str, port: int, sampler: ProcSampler, rooms: int
 
     await asyncio.gather(*(resume(st) for st in resumers))
     storm_cpu = cpu.result()
+    tcp1 = tcp_counters()
     await asyncio.sleep(after)
     stop.set()
     await sender
@@ -892,6 +934,9 @@ async def reconnect_storm(host: str, port: int, sampler: ProcSampler, rooms: int
         "resumed": len(resumed_at), "failed": len(failures), "failures": failures[:5],
         "all_resumed_s": round(max(resumed_at), 3) if resumed_at else None,
         "resume_p50_s": _round(percentile(sorted(resumed_at), 50), 3),
+        "connected_p50_s": _round(percentile(sorted(connected_at), 50), 3),
+        "connected_max_s": _round(max(connected_at), 3) if connected_at else None,
+        "tcp": {k: tcp1.get(k, 0) - v for k, v in tcp0.items()},
         "lost": lost, "duplicates": sum(st.duplicates for st in resumers),
         "seq_gaps": sum(st.seq_errors for st in resumers),
         "resyncs": sum(st.resyncs for st in resumers),
@@ -900,6 +945,19 @@ async def reconnect_storm(host: str, port: int, sampler: ProcSampler, rooms: int
     out["ok"] = bool(not failures and out["lost"] == 0 and out["duplicates"] == 0
                      and out["seq_gaps"] == 0 and out["resyncs"] == 0)
     await close_all(clients)
+    return out
+
+
+def tcp_counters() -> dict[str, int]:
+    """Kernel counters that reveal a too-short accept backlog (``/proc/net/netstat``)."""
+    wanted = ("ListenOverflows", "ListenDrops", "TCPTimeouts", "TCPSynRetrans")
+    out: dict[str, int] = {}
+    with contextlib.suppress(OSError), open("/proc/net/netstat") as f:
+        lines = f.read().splitlines()
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        for name, value in zip(names.split()[1:], values.split()[1:], strict=False):
+            if name in wanted:
+                out[name] = int(value)
     return out
 
 

@@ -248,7 +248,7 @@ def search_rooms(plan: Plan) -> Generator[int, bool, int]:
 
 
 def classroom_timeout(rooms: int, duration: float) -> float:
-    return 60 + duration + rooms * 31 / 200
+    return 60 + duration + rooms * 31 / 100
 
 
 def run_w1(plan: Plan, framing: dict[str, str]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import sys
 
 import trio
 
+from .backplane.redis import BackplaneUnavailable
 from .config import ConfigError, load_config, parse_port
 
 
@@ -58,6 +59,12 @@ async def _run(config: object) -> None:
             nursery.start_soon(watch)
 
 
+def _leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.command != "serve":
@@ -73,16 +80,14 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from None
     logging.basicConfig(level=config.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if config.backplane_url != "memory://":
-        # Refuse rather than run single-node while the operator expects shared rooms.
-        print("observer-relay: cannot start: the Redis backplane is not implemented in this "
-              "version (use memory://); see docs/scale-out.md", file=sys.stderr)
-        raise SystemExit(1)
     try:
         trio.run(_run, config)
-    except OSError as exc:
-        print(f"observer-relay: cannot start: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None
     except KeyboardInterrupt:
         pass
+    except Exception as exc:
+        leaf = _leaf(exc)  # startup errors arrive wrapped in nursery exception groups
+        if isinstance(leaf, OSError | BackplaneUnavailable):
+            print(f"observer-relay: cannot start: {leaf}", file=sys.stderr)
+            raise SystemExit(1) from None
+        raise
     raise SystemExit(0)

@@ -16,6 +16,7 @@ out before the task yields.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -23,6 +24,7 @@ from typing import Any
 
 import trio
 
+from relay.cluster import Cluster
 from relay.codecs.base import Ref
 from relay.codecs.plain import PlainCodec
 from relay.config import Config
@@ -39,6 +41,7 @@ from relay.core.actions import (
     StatsChanged,
     Unbind,
 )
+from relay.core.context import Session
 from relay.core.hub import Hub
 from relay.core.notion_fetch import fetch_notion_tasks
 from relay.core.steps_import import ImportFailure
@@ -80,7 +83,11 @@ class RelayServer:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.metrics = Metrics(self._gauges)
-        self.hub = Hub(config.core_settings(), monotonic=trio.current_time)
+        clustered = config.backplane_url.startswith("redis://")
+        # Clustered rooms keep wall-clock times: they are logged and replayed on other nodes.
+        self.hub = Hub(config.core_settings(),
+                       monotonic=time.time if clustered else trio.current_time)
+        self.cluster: Cluster | None = Cluster(self) if clustered else None
         self.signaling = SignalingHub()
         self.conns: dict[tuple[int, int], ObserverConnection] = {}
         self.connections: set[WebSocketConnection] = set()
@@ -106,6 +113,8 @@ class RelayServer:
         self.relay_port = listeners[0].socket.getsockname()[1]
         async with trio.open_nursery() as root:
             self._root = root
+            if self.cluster is not None:
+                await root.start(self.cluster.run)
             self._connections_nursery = await root.start(_nursery_owner)
             self._rooms_nursery = await root.start(_nursery_owner)
             self.web_port = await root.start(serve_web, self)
@@ -147,6 +156,8 @@ class RelayServer:
     async def _janitor(self) -> None:
         while True:
             await trio.sleep(0.25)
+            if self.cluster is not None:
+                self.hub.monotonic = time.time  # (a command may have left its clock behind)
             actions = self.hub.expire_idle()
             if actions:
                 self.apply(actions, None)
@@ -209,6 +220,9 @@ class RelayServer:
             self.ws_conns[conn.conn_id] = conn
         else:
             conn = ObserverConnection(self, stream, ip, request.trailing, self._codec(path))
+            if self.cluster is not None:
+                conn.cid = self.cluster.new_cid()
+                self.cluster.local[conn.cid] = conn
         del request  # the handshake's headers are not kept for the connection's lifetime
         self.connections.add(conn)
         self.metrics.inc("observer_connections_opened", conn.endpoint)
@@ -234,8 +248,11 @@ class RelayServer:
                            cfg.rate_limit_close_after, trio.current_time())
 
     # -- observer events ------------------------------------------------------------------
-    def handle_event(self, conn: ObserverConnection, event: str, data: Any,
-                     ref: Ref | None) -> None:
+    def handle_event(self, conn: Any, event: str, data: Any, ref: Ref | None) -> str | None:
+        """Apply one event of ``conn`` (a connection, or a cluster stand-in for one).
+
+        Returns the error code when the event failed.
+        """
         outcome = self.hub.handle(conn.session, event, data)
         self.apply(outcome.actions, conn, event=event, ref=ref)
         if outcome.error is not None:
@@ -243,10 +260,12 @@ class RelayServer:
             conn.send_error(err.code, err.message, event, ref)
             if ref is not None:
                 conn.send_ack(ref, err)
-        elif ref is not None and not outcome.deferred:
+            return err.code
+        if ref is not None and not outcome.deferred:
             conn.send_ack(ref, None)
+        return None
 
-    def apply(self, actions: list[Action], sender: ObserverConnection | None, *,
+    def apply(self, actions: list[Action], sender: Any, *,
               event: str | None = None, ref: Ref | None = None) -> None:
         """Carry out the core's actions in order."""
         conns = self.conns
@@ -293,6 +312,8 @@ class RelayServer:
                 waiter = self.stats_waiters.pop(action.room_id, None)
                 if waiter is not None:
                     waiter.set()
+                if self.cluster is not None:
+                    self.cluster.stats_changed(action.room_id)
             elif isinstance(action, Counted):
                 self._count(action)
 
@@ -326,6 +347,8 @@ class RelayServer:
         }
 
     def observer_closed(self, conn: ObserverConnection) -> None:
+        if self.cluster is not None:
+            self.cluster.local_closed(conn)
         session = conn.session
         if not session.bound:
             return
@@ -334,9 +357,21 @@ class RelayServer:
             session.room_id = session.user_id = None
             return
         del self.conns[key]  # type: ignore[arg-type]
+        if self.cluster is not None:
+            assert session.room_id is not None
+            self.cluster.spawn(self.cluster.disconnected, session.room_id,
+                               Session(ip=session.ip, room_id=session.room_id,
+                                       user_id=session.user_id))
+            session.room_id = session.user_id = None
+            return
         self.apply(self.hub.disconnect(session), None)
 
     # -- rooms ---------------------------------------------------------------------------
+    def rooms_opened(self, room_id: int) -> None:
+        """A room rebuilt from the backplane needs its Trio side too."""
+        if room_id not in self.rooms:
+            self._open_room(room_id)
+
     def _open_room(self, room_id: int) -> None:
         send, recv = trio.open_memory_channel[Callable[[], Any]](8)
         runtime = RoomRuntime(send, recv)
@@ -351,6 +386,8 @@ class RelayServer:
                     nursery.start_soon(job)
 
     def _close_room(self, action: RoomClosed) -> None:
+        if self.cluster is not None:
+            self.cluster.room_removed(action.room_id)
         runtime = self.rooms.pop(action.room_id, None)
         if runtime is not None:
             runtime.scope.cancel()
@@ -381,8 +418,13 @@ class RelayServer:
             result = await fetch_notion_tasks(url, self.config.notion_base_urls)
         except ImportFailure as exc:
             result = exc
-        outcome = self.hub.import_done(room_id, result)
-        self.apply(outcome.actions, None)
+        if self.cluster is not None:
+            outcome = await self.cluster.import_done(room_id, result)
+            if outcome is None:
+                return
+        else:
+            outcome = self.hub.import_done(room_id, result)
+            self.apply(outcome.actions, None)
         if conn is None:
             return
         if outcome.error is not None:

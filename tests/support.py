@@ -51,14 +51,15 @@ class Client:
         assert frame["event"] == event, f"expected {event}, got {frame}"
         return frame
 
-    async def call(self, event: str, data: Any = None) -> list[dict[str, Any]]:
+    async def call(self, event: str, data: Any = None, timeout: float = RECV_TIMEOUT
+                   ) -> list[dict[str, Any]]:
         """Send with a ref; return every frame up to and including its ack."""
         self._ref += 1
         ref = self._ref
         await self.send(event, data, ref)
         frames = []
         while True:
-            frame = await self.recv()
+            frame = await self.recv(timeout)
             frames.append(frame)
             if frame["event"] == "ack" and frame.get("ref") == ref:
                 return frames

@@ -20,6 +20,9 @@ class Session:
     ip: str
     room_id: int | None = None
     user_id: int | None = None
+    #: Scale-out: the per-IP join limit decided by the client's node (logged with the
+    #: command so a replay decides the same); None means "ask the hub".
+    blocked: bool | None = None
 
     @property
     def bound(self) -> bool:

@@ -112,8 +112,9 @@ class Hub:
                 raise EventError("forbidden", "'room_id' is not your room")
             spec.apply(ctx, parsed)
         except EventError as exc:
-            if exc.code in COUNTED_FAILURES and event in REATTACH_EVENTS:
-                self._count_join_failure(session.ip)
+            if (exc.code in COUNTED_FAILURES and event in REATTACH_EVENTS
+                    and session.blocked is None):
+                self.count_join_failure(session.ip)
             return Outcome(ctx.failure_actions, exc)
         except Exception:
             log.exception("internal error while handling %s", event)
@@ -198,7 +199,7 @@ class Hub:
             return False
         return len(window) >= self.settings.join_failure_limit
 
-    def _count_join_failure(self, ip: str) -> None:
+    def count_join_failure(self, ip: str) -> None:
         self._join_failures.setdefault(ip, deque()).append(self.monotonic())
 
     def count(self, ctx: Ctx, metric: str, label: str, amount: int = 1) -> None:

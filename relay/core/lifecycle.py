@@ -51,7 +51,10 @@ def _bind(ctx: Ctx, room: Room, p: Participant, cursor: int) -> None:
 
 
 def _check_join_rate(ctx: Ctx) -> None:
-    if ctx.hub.join_blocked(ctx.session.ip):
+    blocked = ctx.session.blocked
+    if blocked is None:
+        blocked = ctx.hub.join_blocked(ctx.session.ip)
+    if blocked:
         raise EventError("rate_limited", "too many failed attempts; try again later")
 
 

@@ -48,6 +48,16 @@ class Outgoing:
             self._data = _RELEASED
         return self._payload
 
+    def __getstate__(self) -> tuple[str, bytes]:
+        # Room snapshots (scale-out) pickle replay buffers: keep only the encoded form.
+        return (self.event, self.payload)
+
+    def __setstate__(self, state: tuple[str, bytes]) -> None:
+        self.event, self._payload = state
+        self.event_json = _encode(self.event)
+        self._data = _RELEASED
+        self.cache = {}
+
     def plain_size(self, seq: int) -> int:
         """Size of this event as a sequenced plain-JSON frame (the replay-buffer measure)."""
         # {"event":<name>,"data":<payload>,"seq":<n>}

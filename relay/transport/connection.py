@@ -16,6 +16,7 @@ import logging
 import math
 import os
 from collections import deque
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, cast
 
 import trio
@@ -178,7 +179,9 @@ class WebSocketConnection:
                             text = cast(str, parts[0]) if len(parts) == 1 else "".join(
                                 cast(list[str], parts))
                             self.server.metrics.bytes_in(self.endpoint, size_of(text))
-                            self.handle_text(text)
+                            pending = self.handle_text(text)
+                            if pending is not None:
+                                await pending
                         else:
                             self.handle_binary()
                         # Let other connections run between messages of a busy one.
@@ -204,7 +207,8 @@ class WebSocketConnection:
         except LocalProtocolError:
             self.peer_closed = True
 
-    def handle_text(self, text: str) -> None:
+    def handle_text(self, text: str) -> Awaitable[None] | None:
+        """Handle one message; may return an awaitable (scale-out routing)."""
         raise NotImplementedError
 
     def handle_binary(self) -> None:

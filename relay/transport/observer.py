@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -22,7 +23,8 @@ RATE_LIMITED = "rate_limited"
 
 
 class ObserverConnection(WebSocketConnection):
-    __slots__ = ("_limiter", "codec", "connect_deadline", "replaced", "session")
+    __slots__ = ("_limiter", "cid", "codec", "connect_deadline", "remote_owner", "replaced",
+                 "session")
 
     def __init__(self, server: RelayServer, stream: trio.SocketStream, ip: str, trailing: bytes,
                  codec: ObserverCodec) -> None:
@@ -33,6 +35,8 @@ class ObserverConnection(WebSocketConnection):
         self.replaced = False
         self._limiter = server.new_rate_limiter()
         self.connect_deadline = math.inf
+        self.cid = 0  # scale-out: this node's id for the connection
+        self.remote_owner: str | None = None  # scale-out: the node that owns our room
 
     # -- frames out -----------------------------------------------------------------
     def encode_sequenced(self, out: Outgoing, seq: int) -> bytes:
@@ -54,12 +58,31 @@ class ObserverConnection(WebSocketConnection):
         return self.codec.close_preamble(code)
 
     # -- frames in -------------------------------------------------------------------
-    def handle_text(self, text: str) -> None:
+    def handle_text(self, text: str) -> Awaitable[None] | None:
         codec = self.codec
         if codec.costs_token(text) and not self._limiter.take(trio.current_time()):
             self._rate_limited(text)
-            return
-        for item in codec.decode(text):
+            return None
+        items = codec.decode(text)
+        cluster = self.server.cluster
+        if cluster is not None and any(isinstance(i, Incoming) for i in items):
+            return self._dispatch(items)
+        self._handle_items(items)
+        return None
+
+    async def _dispatch(self, items: list[Any]) -> None:
+        """Scale-out: the room may live on another node, so handling awaits."""
+        cluster = self.server.cluster
+        assert cluster is not None
+        for item in items:
+            if isinstance(item, Incoming):
+                self.server.metrics.message_in(self.endpoint, item.event)
+                await cluster.dispatch(self, item.event, item.data, item.ref)
+            else:
+                self._handle_items([item])
+
+    def _handle_items(self, items: list[Any]) -> None:
+        for item in items:
             if isinstance(item, Incoming):
                 self.server.metrics.message_in(self.endpoint, item.event)
                 self.server.handle_event(self, item.event, item.data, item.ref)

@@ -1,0 +1,696 @@
+"""Scale-out: observer rooms shared by several relay processes through Redis (issue 7).
+
+Each room is a virtual actor. Exactly one node — the room's *owner*, holding its lease —
+runs the room's core. Every command for the room is first appended to the room's durable
+log in Redis (with the CSPRNG seed and the clock value the core will use), then applied,
+then delivered: so an event takes effect for everyone (it is in the log) or for no one,
+and any node can rebuild the room exactly by replaying the log through the same
+deterministic core (``Hub`` with ``SeededEntropy``) after the owner died.
+
+A client may be connected to any node. A node that does not own the room forwards the
+connection's events to the owner's inbox; the owner keeps a ``RemoteConn`` stand-in with
+the same interface as a local connection, encodes the frames with the client's codec and
+publishes them back, once per node per command. Replacement (4003), kicks and room closes
+are ordinary closes of those stand-ins. Nodes watch each other's liveness keys: a dead
+owner's clients are closed with 1011 (reconnect and resume), and the node that next needs
+the room steals the lease and rebuilds it; a dead client node's participants go offline.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import secrets
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import trio
+
+from relay.backplane.redis import BackplaneUnavailable, RedisBackplane
+from relay.codecs.base import Ref
+from relay.codecs.plain import PlainCodec
+from relay.core.context import Session
+from relay.core.errors import EventError
+from relay.core.ids import SeededEntropy
+from relay.core.model import Participant
+from relay.core.outgoing import Outgoing
+from relay.core.registry import EVENTS, UNBOUND
+from relay.core.stats import room_stats
+from relay.core.steps_import import ImportFailure
+
+if TYPE_CHECKING:
+    from relay.server import RelayServer
+    from relay.transport.observer import ObserverConnection
+
+log = logging.getLogger("relay.cluster")
+
+LEASE_MS = 6000
+SNAPSHOT_EVERY = 500
+FORWARD_TIMEOUT = 10.0
+LOCATE_TIMEOUT = 30.0
+WATCH_INTERVAL = 1.0
+REATTACH = frozenset({"room/join", "room/rehost", "room/rejoin"})
+OUTBOX_MESSAGES = 10_000
+COUNTED = frozenset({"room_not_found", "user_not_found", "bad_token"})
+
+_encode = msgspec.msgpack.encode
+_decode = msgspec.msgpack.decode
+
+
+def room_key(room_id: int) -> str:
+    return str(room_id)
+
+
+@dataclass(slots=True)
+class Owned:
+    """A room this node owns: commands are applied one at a time under ``lock``."""
+
+    lock: trio.Lock = field(default_factory=trio.Lock)
+    since_snapshot: int = 0
+    last_id: str = "0"
+
+
+class RemoteConn:
+    """The owner's stand-in for a client connection held by another node.
+
+    It offers what the shell calls on a connection (``send_event``, ``sequenced``,
+    ``attach``, ``close``…) and keeps the same order rules as a real one: attach reply
+    frames, then the replay range, then live frames. ``drain`` hands the encoded bytes to
+    the cluster, which publishes them to the client's node after the command.
+    """
+
+    __slots__ = ("_closing", "_post", "_pre", "cid", "cluster", "codec", "cursor", "endpoint",
+                 "node", "participant", "replaced", "replay_end", "session")
+
+    def __init__(self, cluster: Cluster, node: str, cid: int, endpoint: str, ip: str) -> None:
+        self.cluster = cluster
+        self.node = node
+        self.cid = cid
+        self.endpoint = endpoint
+        self.codec: Any = PlainCodec() if endpoint == "observer" else _sio_codec(cluster.server)
+        self.session = Session(ip=ip)
+        self.replaced = False
+        self.participant: Participant | None = None
+        self.cursor = 0
+        self.replay_end = 0
+        self._pre: list[bytes] = []
+        self._post: list[bytes] = []
+        self._closing: tuple[int, str, bool] | None = None
+
+    def _touch(self) -> None:
+        self.cluster.touched.add(self)
+
+    def push(self, frame: bytes, after: int | None = None) -> None:
+        if self._closing is not None and not self._closing[2]:
+            return
+        if after is not None and self.cursor < self.replay_end and after <= self.cursor:
+            self._pre.append(frame)
+        else:
+            self._post.append(frame)
+        self._touch()
+
+    def send_event(self, out: Outgoing, after: int | None = None) -> None:
+        self.push(self.codec.event_frame(out, None), after)
+
+    def sequenced(self, out: Outgoing, seq: int, size: int) -> None:
+        if seq <= self.replay_end or (self._closing is not None and not self._closing[2]):
+            return
+        self._post.append(self.codec.event_frame(out, seq if self.endpoint == "observer"
+                                                 else None))
+        self.cursor = seq
+        self._touch()
+
+    def send_error(self, code: str, message: str, event: str | None, ref: Ref | None) -> None:
+        self.push(self.codec.error_frame(code, message, event, ref))
+
+    def send_ack(self, ref: Ref, error: EventError | None) -> None:
+        self.push(self.codec.ack_frame(ref, error))
+
+    def attach(self, participant: Participant, cursor: int, replay_end: int) -> None:
+        self.participant = participant
+        self.cursor = cursor
+        self.replay_end = replay_end
+        self._touch()
+
+    def detach(self) -> None:
+        self.participant = None
+        self.replay_end = self.cursor
+
+    def close(self, code: int, reason: str, *, flush: bool = False, **_: Any) -> None:
+        if self._closing is not None:
+            return
+        self._closing = (code, reason, flush)
+        if not flush:
+            self._pre.clear()
+            self._post.clear()
+            self.participant = None
+        self.cluster.remote.pop((self.node, self.cid), None)
+        self._touch()
+
+    def drain(self) -> list[Any]:
+        """The items to publish for this connection: its frames in order, then a close."""
+        frames = self._pre
+        p = self.participant
+        while p is not None and self.cursor < self.replay_end:
+            seq = self.cursor + 1
+            if seq < p.replay.first_seq:
+                self.close(4002, "slow consumer")
+                break
+            frames.append(self.codec.event_frame(p.replay.get(seq)[0],
+                                                 seq if self.endpoint == "observer" else None))
+            self.cursor = seq
+        frames.extend(self._post)
+        self._pre, self._post = [], []
+        items: list[Any] = []
+        if frames:
+            items.append([self.cid, "f", b"".join(frames)])
+        if self._closing is not None:
+            code, reason, flush = self._closing
+            items.append([self.cid, "c", code, reason, flush])
+        return items
+
+
+def _sio_codec(server: RelayServer) -> Any:
+    from relay.codecs.socketio import SocketIOCodec
+
+    cfg = server.config
+    return SocketIOCodec(int(cfg.sio_ping_interval * 1000), int(cfg.sio_ping_timeout * 1000),
+                         cfg.max_message_size)
+
+
+class Cluster:
+    """This node's part in a Redis-backed cluster; owned by the server's nursery."""
+
+    def __init__(self, server: RelayServer) -> None:
+        self.server = server
+        self.hub = server.hub
+        self.bp = RedisBackplane(server.config.backplane_url, on_lease_lost=self._lease_lost)
+        self.node = self.bp.node_id
+        self.owned: dict[int, Owned] = {}
+        self.remote: dict[tuple[str, int], RemoteConn] = {}
+        self.local: dict[int, ObserverConnection] = {}
+        self.touched: set[RemoteConn] = set()
+        self._pending: dict[int, trio.MemorySendChannel[list[Any]]] = {}
+        self._next_id = 0
+        self._locks: dict[int, trio.Lock] = {}  # serialises locate/rebuild per room
+        self._outboxes: dict[str, trio.MemorySendChannel[bytes]] = {}
+        #: Rooms removed here recently, while other nodes may still route to us.
+        self._gone: set[int] = set()
+        self._nursery: trio.Nursery | None = None
+
+    # -- lifetime ---------------------------------------------------------------------
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await nursery.start(self.bp.run)
+            nursery.start_soon(self._inbox_loop)
+            nursery.start_soon(self._watch_loop)
+            task_status.started()
+
+    def spawn(self, fn: Any, *args: Any) -> None:
+        if self._nursery is not None:
+            self._nursery.start_soon(fn, *args)
+
+    def new_cid(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    @contextmanager
+    def _deterministic(self, seed: bytes, now: float) -> Iterator[None]:
+        """Make the core deterministic for one command, so the log replays it exactly."""
+        hub = self.hub
+        saved = (hub.entropy, hub.wall, hub.monotonic)
+        hub.entropy = SeededEntropy(seed)
+        hub.wall = hub.monotonic = lambda: now
+        try:
+            yield
+        finally:
+            hub.entropy, hub.wall, hub.monotonic = saved
+
+    # -- dispatch (any node) ----------------------------------------------------------
+    async def dispatch(self, conn: ObserverConnection, event: str, data: Any,
+                       ref: Ref | None) -> None:
+        """Route one client event to the room's owner (maybe us) and wait for it."""
+        session = conn.session
+        spec = EVENTS.get(event)
+        room_id: int | None = session.room_id
+        if room_id is None and spec is not None and spec.role == UNBOUND and event in REATTACH:
+            candidate = data.get("room_id") if isinstance(data, dict) else None
+            room_id = candidate if type(candidate) is int else None
+        if event in REATTACH and not session.bound:
+            session.blocked = self.hub.join_blocked(session.ip)
+        if event == "room/create" and not session.bound:
+            await self._create(conn, data, ref)
+            return
+        if room_id is None:
+            self.server.handle_event(conn, event, data, ref)  # fails without room state
+            return
+        try:
+            owner = await self._locate(room_id)
+        except BackplaneUnavailable:
+            self._fail(conn, event, ref, "internal", "the backplane is unavailable")
+            return
+        for _attempt in range(3):
+            if owner is None:
+                self.server.handle_event(conn, event, data, ref)  # room_not_found etc.
+            elif owner == self.node:
+                error = await self._run(room_id, conn, event, data, ref)
+                if event in REATTACH and error in COUNTED:
+                    self.hub.count_join_failure(session.ip)
+            elif not await self._forward(owner, conn, event, data, ref):
+                # The owner died before answering an attach: find the new owner, retry.
+                try:
+                    owner = await self._locate(room_id)
+                except BackplaneUnavailable:
+                    self._fail(conn, event, ref, "internal", "the backplane is unavailable")
+                    break
+                continue
+            break
+        session.blocked = None
+
+    def _fail(self, conn: Any, event: str, ref: Ref | None, code: str, message: str) -> None:
+        conn.send_error(code, message, event, ref)
+        if ref is not None:
+            conn.send_ack(ref, EventError(code, message))
+
+    async def _locate(self, room_id: int) -> str | None:
+        """The owner's node id; takes over (and rebuilds) a room whose owner is gone."""
+        if room_id in self.owned:
+            return self.node
+        lock = self._locks.setdefault(room_id, trio.Lock())
+        async with lock:
+            if room_id in self.owned:
+                return self.node
+            key = room_key(room_id)
+            with trio.move_on_after(LOCATE_TIMEOUT):
+                while True:
+                    if await self.bp.kv_get(f"room:{room_id}") is None:
+                        return None  # no such room anywhere
+                    owner = await self.bp.owner_of(key)
+                    if owner is not None and owner != self.node and await self.bp.is_alive(owner):
+                        return owner
+                    if (owner is None and await self.bp.claim_room(key, LEASE_MS)) or (
+                        owner is not None and await self.bp.steal_if_dead(key, LEASE_MS)
+                    ):
+                        await self._rebuild(room_id)
+                        return self.node
+                    await trio.sleep(0.2)
+            raise BackplaneUnavailable(f"room {room_id}: no owner could be found")
+
+    # -- owner side -------------------------------------------------------------------
+    async def _create(self, conn: Any, data: Any, ref: Ref | None) -> None:
+        try:
+            while True:
+                seed = secrets.token_bytes(16)
+                room_id = SeededEntropy(seed).room_id()
+                if await self.bp.reserve_id("room", str(room_id)):
+                    break
+            await self.bp.claim_room(room_key(room_id), LEASE_MS)
+            owned = self.owned[room_id] = Owned()
+            async with owned.lock:
+                now = time.time()
+                owned.last_id = await self._append(room_id, conn.session, "room/create",
+                                                   data, seed, now)
+                with self._deterministic(seed, now):
+                    self.server.handle_event(conn, "room/create", data, ref)
+                room = self.hub.rooms.get(room_id)
+                if room is None:  # the payload was refused: nothing was created
+                    self.owned.pop(room_id, None)
+                    await self.bp.release_room(room_key(room_id))
+                    await self.bp.delete_room(room_key(room_id))
+                    await self.bp.release_id("room", str(room_id))
+                else:
+                    await self.bp.kv_set(f"room:{room_id}", room.stats_key.encode())
+                    await self._publish_stats(room_id)
+                self._after_command(room_id, owned)
+        except BackplaneUnavailable:
+            self._fail(conn, "room/create", ref, "internal", "the backplane is unavailable")
+
+    async def _append(self, room_id: int, session: Session, event: str, data: Any,
+                      seed: bytes, now: float, kind: str = "cmd") -> str:
+        entry = {"k": kind, "ip": session.ip, "r": session.room_id, "u": session.user_id,
+                 "b": session.blocked, "e": event, "d": data, "s": seed, "t": now}
+        return await self.bp.append(room_key(room_id), _encode(entry))
+
+    async def _run(self, room_id: int, conn: Any, event: str, data: Any,
+                   ref: Ref | None) -> str | None:
+        """Log, apply and deliver one command of a room we own; returns its error code."""
+        owned = self.owned.get(room_id)
+        if owned is None:
+            self._fail(conn, event, ref, "internal", "the room moved; try again")
+            return "internal"
+        async with owned.lock:
+            if self.owned.get(room_id) is not owned:
+                self._fail(conn, event, ref, "internal", "the room moved; try again")
+                return "internal"
+            seed, now = secrets.token_bytes(16), time.time()
+            if not self.bp.holds(room_key(room_id)):
+                # Our lease may have lapsed (cut off from Redis): never commit then.
+                self._fail(conn, event, ref, "internal", "the room is moving; try again")
+                self._flush()
+                return "internal"
+            try:
+                owned.last_id = await self._append(room_id, conn.session, event, data, seed, now)
+            except BackplaneUnavailable:
+                self._fail(conn, event, ref, "internal", "the backplane is unavailable")
+                self._flush()
+                return "internal"
+            with self._deterministic(seed, now):
+                error = self.server.handle_event(conn, event, data, ref)
+            self._after_command(room_id, owned)
+            return error
+
+    async def disconnected(self, room_id: int, session: Session) -> None:
+        """A participant's connection ended (local or remote): log it, then go offline."""
+        owned = self.owned.get(room_id)
+        if owned is None:
+            return
+        async with owned.lock:
+            if self.owned.get(room_id) is not owned:
+                return
+            now = time.time()
+            try:
+                owned.last_id = await self._append(room_id, session, "", None, b"", now, "disc")
+            except BackplaneUnavailable:
+                return
+            with self._deterministic(b"", now):
+                self.server.apply(self.hub.disconnect(session), None)
+            self._after_command(room_id, owned)
+
+    async def import_done(self, room_id: int, result: list[dict[str, str]] | ImportFailure
+                          ) -> Any:
+        owned = self.owned.get(room_id)
+        if owned is None:
+            return None
+        async with owned.lock:
+            now = time.time()
+            payload = result.message if isinstance(result, ImportFailure) else result
+            owned.last_id = await self._append(
+                room_id, Session(ip=""), "", {"fail": isinstance(result, ImportFailure),
+                                              "v": payload}, b"", now, "imp")
+            with self._deterministic(b"", now):
+                outcome = self.hub.import_done(room_id, result)
+                self.server.apply(outcome.actions, None)
+            self._after_command(room_id, owned)
+            return outcome
+
+    def _after_command(self, room_id: int, owned: Owned) -> None:
+        self._flush()
+        if room_id not in self.hub.rooms:
+            return  # removed: ``room_removed`` forgets it
+        owned.since_snapshot += 1
+        if owned.since_snapshot >= SNAPSHOT_EVERY:
+            owned.since_snapshot = 0
+            self.spawn(self._snapshot, room_id, owned.last_id)
+
+    def stats_changed(self, room_id: int) -> None:
+        if room_id in self.owned:
+            self.spawn(self._publish_stats, room_id)
+
+    async def _publish_stats(self, room_id: int) -> None:
+        room = self.hub.rooms.get(room_id)
+        if room is None:
+            return
+        try:
+            await self.bp.kv_set(f"stats:{room_id}",
+                                 _encode(room_stats(room, time.time())), ttl_ms=None)
+            await self.bp.publish_room(f"stats:{room_id}", b"changed")
+        except BackplaneUnavailable:
+            pass
+
+    async def _snapshot(self, room_id: int, last_id: str) -> None:
+        room = self.hub.rooms.get(room_id)
+        if room is None:
+            return
+        try:
+            if await self.bp.save_snapshot(room_key(room_id), pickle.dumps(room), last_id):
+                await self.bp.trim_log(room_key(room_id), last_id)
+        except BackplaneUnavailable:
+            pass
+
+    def room_removed(self, room_id: int) -> None:
+        """The core removed a room we own (closed or idle): forget it everywhere."""
+        if room_id in self.owned and room_id not in self._gone:
+            self._gone.add(room_id)
+            self.spawn(self._forget, room_id)
+
+    async def _forget(self, room_id: int) -> None:
+        """The room was closed or expired: drop it from Redis and from this node."""
+        self.owned.pop(room_id, None)
+        try:
+            await self.bp.delete_room(room_key(room_id))
+            await self.bp.kv_delete(f"room:{room_id}")
+            await self.bp.kv_delete(f"stats:{room_id}")
+            await self.bp.publish_room(f"stats:{room_id}", b"closed")
+            await self.bp.release_room(room_key(room_id))
+            await self.bp.release_id("room", str(room_id))
+        except BackplaneUnavailable:
+            pass
+        await trio.sleep(60)
+        self._gone.discard(room_id)
+
+    async def _rebuild(self, room_id: int) -> None:
+        """Rebuild a room from its snapshot and log, then mark everyone offline."""
+        key = room_key(room_id)
+        self.hub.rooms.pop(room_id, None)
+        snap = await self.bp.load_snapshot(key)
+        after = None
+        if snap is not None:
+            blob, after = snap
+            self.hub.rooms[room_id] = pickle.loads(blob)
+        entries = await self.bp.read_log(key, after)
+        for _, raw in entries:
+            entry = _decode(raw)
+            session = Session(ip=entry["ip"], room_id=entry["r"], user_id=entry["u"],
+                              blocked=entry["b"])
+            with self._deterministic(entry["s"], entry["t"]):
+                if entry["k"] == "cmd":
+                    self.hub.handle(session, entry["e"], entry["d"])
+                elif entry["k"] == "disc":
+                    self.hub.disconnect(session)
+                elif entry["k"] == "imp":
+                    value = entry["d"]
+                    self.hub.import_done(room_id, ImportFailure(value["v"]) if value["fail"]
+                                         else value["v"])
+        owned = self.owned[room_id] = Owned(last_id=entries[-1][0] if entries else after or "0")
+        room = self.hub.rooms.get(room_id)
+        if room is None:
+            return
+        self.server.rooms_opened(room_id)
+        # Whoever was online was connected through the node that died (or its clients
+        # were closed with 1011): they are offline until they resume.
+        for p in list(room.participants.values()):
+            if p.online:
+                await self.disconnected_now(room_id, owned, p)
+        await self._publish_stats(room_id)
+
+    async def disconnected_now(self, room_id: int, owned: Owned, p: Participant) -> None:
+        now = time.time()
+        session = Session(ip="", room_id=room_id, user_id=p.user_id)
+        owned.last_id = await self._append(room_id, session, "", None, b"", now, "disc")
+        with self._deterministic(b"", now):
+            self.server.apply(self.hub.disconnect(session), None)
+        self._flush()
+
+    def _lease_lost(self, key: str) -> None:
+        """Another node owns the room now (we were cut off): drop our copy."""
+        room_id = int(key)
+        self.owned.pop(room_id, None)
+        room = self.hub.rooms.pop(room_id, None)
+        if room is None:
+            return
+        for uid in list(room.participants):
+            conn = self.server.conns.pop((room_id, uid), None)
+            if conn is not None:
+                conn.replaced = True
+                conn.close(1011, "room moved to another node")
+        self._flush()
+
+    # -- forwarding ---------------------------------------------------------------------
+    async def _forward(self, owner: str, conn: ObserverConnection, event: str, data: Any,
+                       ref: Ref | None) -> bool:
+        """Run the event on the owner's node; False when that node died before answering.
+
+        The caller may retry an unbound event (join/rehost/rejoin) elsewhere: re-attaching
+        is idempotent. A bound connection whose owner died is closed with 1011 instead —
+        the client resumes and finds the event applied (it is in the log) or not.
+        """
+        self._next_id += 1
+        cmd_id = self._next_id
+        send, recv = trio.open_memory_channel[list[Any]](1)
+        self._pending[cmd_id] = send
+        s = conn.session
+        msg = {"t": "cmd", "from": self.node, "c": conn.cid, "id": cmd_id,
+               "ep": conn.endpoint, "ip": s.ip, "r": s.room_id, "u": s.user_id,
+               "b": s.blocked, "e": event, "d": data, "ref": ref}
+        try:
+            await self.bp.publish(owner, _encode(msg))
+            deadline = trio.current_time() + FORWARD_TIMEOUT
+            while trio.current_time() < deadline:
+                with trio.move_on_after(WATCH_INTERVAL):
+                    room_id, user_id, error = await recv.receive()
+                    s.room_id, s.user_id = room_id, user_id
+                    conn.remote_owner = owner if room_id is not None else None
+                    if event in REATTACH and error in COUNTED:
+                        self.hub.count_join_failure(s.ip)
+                    return True
+                if not await self.bp.is_alive(owner):
+                    break
+            if s.bound:
+                conn.remote_owner = None
+                conn.replaced = True
+                conn.close(1011, "the room's node is gone; resume")
+                return True
+            return False
+        except BackplaneUnavailable:
+            self._fail(conn, event, ref, "internal", "the backplane is unavailable")
+            return True
+        finally:
+            self._pending.pop(cmd_id, None)
+
+    async def _inbox_loop(self) -> None:
+        async for raw in self.bp.inbox:
+            try:
+                msg = _decode(raw)
+            except msgspec.DecodeError:
+                continue
+            kind = msg.get("t")
+            if kind == "cmd":
+                self.spawn(self._remote_command, msg)
+            elif kind == "out":
+                self._deliver(msg["items"])
+            elif kind == "gone":
+                self._remote_gone(msg["from"], msg["c"])
+
+    async def _remote_command(self, msg: dict[str, Any]) -> None:
+        """Run a command forwarded by another node for a room we own."""
+        key = (msg["from"], msg["c"])
+        rc = self.remote.get(key)
+        if rc is None:
+            rc = self.remote[key] = RemoteConn(self, msg["from"], msg["c"], msg["ep"], msg["ip"])
+            rc.session.room_id, rc.session.user_id = msg["r"], msg["u"]
+        rc.session.blocked = msg["b"]
+        data = msg["d"]
+        room_id = rc.session.room_id if rc.session.bound else (
+            data.get("room_id") if isinstance(data, dict) else None)
+        error: str | None = "internal"
+        if room_id in self.owned:
+            error = await self._run(room_id, rc, msg["e"], data, msg["ref"])
+        elif room_id in self._gone:
+            # Closed or expired here a moment ago: answer as any node will from now on.
+            error = self.server.handle_event(rc, msg["e"], data, msg["ref"])
+        else:
+            self._fail(rc, msg["e"], msg["ref"], "internal", "the room moved; try again")
+        s = rc.session
+        items = rc.drain()
+        items.append([rc.cid, "r", msg["id"], s.room_id, s.user_id, error])
+        if not s.bound:
+            self.remote.pop(key, None)
+        self._send_to(rc.node, items)
+
+    def _flush(self) -> None:
+        """Publish the frames the last command produced for remote connections."""
+        if not self.touched:
+            return
+        by_node: dict[str, list[Any]] = {}
+        for rc in self.touched:
+            items = rc.drain()
+            if items:
+                by_node.setdefault(rc.node, []).extend(items)
+        self.touched.clear()
+        for node, items in by_node.items():
+            self._send_to(node, items)
+
+    def _send_to(self, node: str, items: list[Any]) -> None:
+        """Queue items for a node; one sender task per node keeps them in order."""
+        channel = self._outboxes.get(node)
+        if channel is None:
+            send, recv = trio.open_memory_channel[bytes](OUTBOX_MESSAGES)
+            channel = self._outboxes[node] = send
+            self.spawn(self._sender, node, recv)
+        try:
+            channel.send_nowait(_encode({"t": "out", "items": items}))
+        except trio.WouldBlock:
+            log.warning("outbox to node %s is full; closing its connections", node)
+            for (n, cid) in [k for k in self.remote if k[0] == node]:
+                self._remote_gone(n, cid)
+
+    async def _sender(self, node: str, recv: trio.MemoryReceiveChannel[bytes]) -> None:
+        async with recv:
+            async for payload in recv:
+                try:
+                    await self.bp.publish(node, payload)
+                except BackplaneUnavailable:
+                    pass
+
+    def _deliver(self, items: list[Any]) -> None:
+        """Frames, closes and command results from an owner for our connections."""
+        for item in items:
+            conn = self.local.get(item[0])
+            if item[1] == "r":
+                waiter = self._pending.get(item[2])
+                if waiter is not None:
+                    try:
+                        waiter.send_nowait(item[3:])
+                    except trio.WouldBlock:
+                        pass
+                continue
+            if conn is None:
+                continue
+            if item[1] == "f":
+                conn.push(item[2])
+            elif item[1] == "c":
+                code, reason, flush = item[2:5]
+                conn.replaced = True  # the owner already handled the participant
+                conn.remote_owner = None
+                conn.close(code, reason, flush=flush)
+
+    def local_closed(self, conn: ObserverConnection) -> None:
+        """A client connection of this node ended."""
+        self.local.pop(conn.cid, None)
+        owner = conn.remote_owner
+        if owner is not None and not conn.replaced:
+            self.spawn(self._publish_gone, owner, conn.cid)
+
+    async def _publish_gone(self, owner: str, cid: int) -> None:
+        try:
+            await self.bp.publish(owner, _encode({"t": "gone", "from": self.node, "c": cid}))
+        except BackplaneUnavailable:
+            pass
+
+    def _remote_gone(self, node: str, cid: int) -> None:
+        rc = self.remote.pop((node, cid), None)
+        if rc is None or rc.replaced:
+            return
+        s = rc.session
+        if s.room_id is None or s.user_id is None:
+            return
+        if self.server.conns.get((s.room_id, s.user_id)) is rc:
+            del self.server.conns[(s.room_id, s.user_id)]
+            self.spawn(self.disconnected, s.room_id, Session(ip=s.ip, room_id=s.room_id,
+                                                             user_id=s.user_id))
+
+    async def _watch_loop(self) -> None:
+        """Close clients of dead owners (1011), mark clients of dead nodes offline."""
+        while True:
+            await trio.sleep(WATCH_INTERVAL)
+            try:
+                owners = {c.remote_owner for c in self.local.values() if c.remote_owner}
+                for owner in owners:
+                    if not await self.bp.is_alive(owner):
+                        for conn in list(self.local.values()):
+                            if conn.remote_owner == owner:
+                                conn.replaced = True
+                                conn.remote_owner = None
+                                conn.close(1011, "the room's node is gone; resume")
+                for node in {rc.node for rc in self.remote.values()}:
+                    if not await self.bp.is_alive(node):
+                        for (n, cid) in [k for k in self.remote if k[0] == node]:
+                            self._remote_gone(n, cid)
+                self.server.backplane_ok = self.bp.available
+            except BackplaneUnavailable:
+                self.server.backplane_ok = False

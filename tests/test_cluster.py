@@ -1,0 +1,139 @@
+"""Scale-out (§1.3 Backplane): rooms shared by relay processes through a real Redis."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import trio
+
+from tests.cluster_support import Node, client, start_node
+from tests.redis_server import redis_server, redis_url  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+async def nodes(nursery: trio.Nursery, redis_url: str) -> AsyncIterator[list[Node]]:  # noqa: F811
+    started = [await start_node(nursery, redis_url), await start_node(nursery, redis_url)]
+    yield started
+    for node in started:
+        if node.process.returncode is None:
+            node.process.terminate()
+
+
+async def test_cross_node_room(nursery: trio.Nursery, nodes: list[Node]) -> None:
+    a, b = nodes
+    host = await client(nursery, a)
+    created = (await host.ok("room/create", {"name": "Teacher"}))[0]["data"]
+    student = await client(nursery, b)
+    frames = await student.call("room/join", {"room_id": created["room_id"], "name": "Ann",
+                                              "version": "1.2.15"})
+    assert [f["event"] for f in frames] == ["room/join", "rtc/config", "ack"]
+    joined = frames[0]["data"]
+    update = await host.expect("room/update")
+    assert [u["name"] for u in update["data"]["users"]] == ["Teacher", "Ann"]
+
+    # Both directions, every event family.
+    await student.ok("message/to_mentor", {"content": "help"})
+    assert (await host.expect("message/to_mentor"))["data"]["content"] == "help"
+    await host.ok("message/to_client", {"user_id": 2, "content": "look at line 3"})
+    assert (await student.expect("message/to_client"))["data"]["content"] == "look at line 3"
+    await host.ok("sharing/start", {"user_id": 2})
+    assert (await student.expect("sharing/start"))["seq"] == 2
+    files = [{"filename": "a.py", "status": "CREATED", "content": "print(1)"}]
+    await student.ok("sharing/code_send", {"files": files})
+    sent = await host.expect("sharing/code_send")
+    assert sent["data"] == {"room_id": created["room_id"], "user_id": 2, "files": files}
+    await host.ok("steps/all", [{"name": "1", "content": "x", "language": "py",
+                                 "type": "exercise"}])
+    await student.expect("steps/all")
+    await student.ok("steps/status/to_mentor", {"1": "HELP"})
+    assert (await host.expect("steps/status/to_mentor"))["data"]["steps"] == {"1": "HELP"}
+    await student.ok("rtc/request", {})
+    assert (await host.expect("rtc/request"))["data"] == {"user_id": 2}
+    await student.fail("room/kill", {"user_id": 2}, "not_host")
+    await host.silent()
+
+    # Replacement across nodes: the same student re-attaches on node A.
+    again = await client(nursery, a)
+    frames = await again.call("room/rejoin", {**joined, "last_seq": student.last_seq})
+    assert frames[-1]["data"] == {"ok": True}
+    assert await student.closed() == 4003
+    assert (await host.expect("room/update"))["data"]["users"][1]["status"] == "online"
+    await host.ok("message/to_client", {"user_id": 2, "content": "still there?"})
+    assert (await again.expect("message/to_client"))["data"]["content"] == "still there?"
+
+    # A room id is unique across nodes; closing on one node closes everywhere.
+    await host.ok("room/close", {})
+    assert await again.closed() == 4000
+    late = await client(nursery, b)
+    await late.fail("room/join", {"room_id": created["room_id"], "name": "X"},
+                    "room_not_found")
+
+
+async def test_kill_owner_then_resume_elsewhere(nursery: trio.Nursery,
+                                                nodes: list[Node]) -> None:
+    """kill -9 the node holding the host and half the students mid chat and code stream;
+    everyone resumes on the surviving node and gets every event exactly once, in order."""
+    a, b = nodes
+    host = await client(nursery, a)
+    room = (await host.ok("room/create", {"name": "Teacher"}))[0]["data"]
+    students = []
+    for i, node in enumerate([a, b, a, b]):
+        c = await client(nursery, node)
+        joined = (await c.ok("room/join", {"room_id": room["room_id"], "name": f"s{i}"}))[0]
+        students.append((c, joined["data"], node))
+        await host.expect("room/update")
+    sharer_id = students[1][1]["user_id"]
+    await host.ok("sharing/start", {"user_id": sharer_id})
+    await students[1][0].expect("sharing/start")
+
+    # Traffic in flight: the host chats to everyone, the sharer streams code updates.
+    for i in range(20):
+        await host.send("message/to_all", {"content": f"chat {i}"})
+        await students[1][0].send("sharing/code_update", {"files": [
+            {"filename": "a.py", "status": "CHANGED", "content": f"v{i}"}]})
+    await trio.sleep(0.3)
+    a.kill9()
+
+    # Collect what each survivor got before the kill, then resume on node B.
+    async def drain(c: client) -> list[dict]:  # type: ignore[valid-type]
+        got = []
+        with trio.move_on_after(8):
+            try:
+                while True:
+                    got.append(await c.recv(timeout=8))
+            except Exception:
+                pass
+        return got
+
+    resumed = []
+    for c, creds, _node in students:
+        before = await drain(c)
+        last = c.last_seq
+        fresh = await client(nursery, b)
+        fresh.last_seq = last
+        frames = await fresh.call("room/rejoin", {**creds, "last_seq": last}, timeout=30)
+        assert frames[-1]["data"] == {"ok": True}, frames
+        chats = [f["data"]["content"] for f in before + frames
+                 if f["event"] == "message/to_client"]
+        resumed.append(chats)
+    host_before = await drain(host)
+    host2 = await client(nursery, b)
+    host2.last_seq = host.last_seq
+    frames = await host2.call("room/rehost", {"room_id": room["room_id"], "user_id": 1,
+                                              "token": room["token"],
+                                              "last_seq": host.last_seq}, timeout=30)
+    assert frames[-1]["data"] == {"ok": True}, frames
+    for chats in resumed:
+        # Exactly once, in order: what the host sent, up to the last committed event.
+        assert chats == [f"chat {i}" for i in range(len(chats))]
+    assert all(len(c) == len(resumed[0]) for c in resumed)
+    assert len(resumed[0]) >= 1
+    updates = [f["data"]["files"][0]["content"] for f in host_before + frames
+               if f["event"] == "sharing/code_update"]
+    assert updates == [f"v{i}" for i in range(len(updates))] and updates
+    # The stored snapshot is the last committed update, on the surviving node.
+    snap = await host2.ok("sharing/snapshot", {"user_id": sharer_id})
+    assert snap[-1]["data"]["files"][0]["content"] == updates[-1]
