@@ -38,6 +38,8 @@ GENERATOR_CPU = "1"
 #: ``--nice N`` runs servers and generators at ``nice -N`` (root only), so that other work on a
 #: shared machine disturbs the measurement less; 0 leaves priorities alone.
 PRIORITY = ["nice", "-n", "0"]
+#: ``--gc-stats`` runs servers under ``bench.gcwatch`` (records cyclic-GC pauses).
+GC_STATS = [False]
 
 #: Observer Relay settings for load tests: the per-connection rate limit and the join-failure
 #: limit are meant for hostile clients, not for one generator on 127.0.0.1.
@@ -88,8 +90,14 @@ class Server:
         self.port = free_port()
         self.errlog = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop())
         env = {**os.environ, **kind.env, "PYTHONUNBUFFERED": "1"}
+        argv = kind.argv(self.port)
+        self.gc_file: str | None = None
+        if GC_STATS[0]:  # argv is [python, "-m", module, ...]
+            fd, self.gc_file = tempfile.mkstemp(prefix="gc-", suffix=".json")
+            os.close(fd)
+            argv = [*argv[:2], "bench.gcwatch", self.gc_file, *argv[2:]]
         self.proc = subprocess.Popen(
-            [*PRIORITY, "taskset", "-c", SERVER_CPU, *kind.argv(self.port)], cwd=ROOT, env=env,
+            [*PRIORITY, "taskset", "-c", SERVER_CPU, *argv], cwd=ROOT, env=env,
             stdout=subprocess.DEVNULL, stderr=self.errlog, start_new_session=True)
 
     @property
@@ -120,6 +128,18 @@ class Server:
                 self.proc.kill()
                 self.proc.wait(5)
         self.errlog.close()
+
+    def gc_stats(self) -> dict[str, Any] | None:
+        """The GC pauses ``bench.gcwatch`` recorded (after ``stop()``), if enabled."""
+        if self.gc_file is None:
+            return None
+        try:
+            with open(self.gc_file) as f:
+                return dict(json.load(f))
+        except (OSError, ValueError):
+            return None
+        finally:
+            os.unlink(self.gc_file)
 
 
 @contextlib.contextmanager
@@ -159,6 +179,7 @@ def measure(kind: ServerKind, workload: str, framing: str, params: dict[str, Any
             timeout: float) -> dict[str, Any]:
     """A fresh server, one generator run, the server stopped."""
     t0 = time.monotonic()
+    server: Server | None = None
     try:
         with running(kind) as server:
             t1 = time.monotonic()
@@ -171,6 +192,9 @@ def measure(kind: ServerKind, workload: str, framing: str, params: dict[str, Any
                             "server_stop": round(time.monotonic() - t2, 2)}
     result["server"] = kind.name
     result["framing"] = framing
+    gc_stats = server.gc_stats() if server is not None else None
+    if gc_stats is not None:
+        result["server_gc"] = gc_stats
     return result
 
 
@@ -251,6 +275,16 @@ def classroom_timeout(rooms: int, duration: float) -> float:
     return 60 + duration + rooms * 31 / 100
 
 
+def gc_note(result: dict[str, Any]) -> str:
+    """`` GC max=…`` (longest server GC pause over its life) when ``--gc-stats`` is on."""
+    gc = result.get("server_gc")
+    if not gc:
+        return ""
+    worst = max(g["max_ms"] for g in gc.values())
+    long = sum(g["long_pauses"] for g in gc.values())
+    return f" GC max={worst:.0f} ms ({long} ≥ 50 ms)"
+
+
 def run_w1(plan: Plan, framing: dict[str, str]) -> dict[str, Any]:
     """Largest R with p99 student→teacher ≤ 100 ms and nothing lost, both servers alternating."""
     kinds = [OURS, REFERENCE]
@@ -270,7 +304,8 @@ def run_w1(plan: Plan, framing: dict[str, str]) -> dict[str, Any]:
             log(f"  W1 {kind.name:10} R={rooms:4} ok={result.get('ok')} "
                 f"p99={result.get('student_to_host', {}).get('p99_ms')} ms "
                 f"lost={result.get('lost')} server={result.get('server_cpu_pct')}% "
-                f"gen={result.get('generator_cpu_pct')}% {result.get('error', '')}")
+                f"gen={result.get('generator_cpu_pct')}%{gc_note(result)} "
+                f"{result.get('error', '')}")
             try:
                 trying[kind.name] = searches[kind.name].send(bool(result.get("ok")))
             except StopIteration as stop:
@@ -333,7 +368,7 @@ def run_w4(plan: Plan, framing: dict[str, str], w1: dict[str, Any] | None) -> di
         out[kind.name] = result
         hop = result.get("rtc", {}).get("hop", {})
         log(f"  W4 {kind.name:10} R={rooms} hop p50={hop.get('p50_ms')} p99={hop.get('p99_ms')} "
-            f"ms {result.get('error', '')}")
+            f"ms{gc_note(result)} {result.get('error', '')}")
     return out
 
 
@@ -418,8 +453,11 @@ def table(report: dict[str, Any]) -> str:
         rows.append(f"| W2 broadcast | deliveries per server CPU-second "
                     f"| {fmt(c.get(ours_key))} | {fmt(c.get('reference/socketio'))} "
                     f"| {ratio(c.get(ours_key), c.get('reference/socketio'))} | |")
-        rows.append(f"| W2 broadcast | vs websockets broadcast() ({fmt(ws)}/s) "
-                    f"| {ratio(ours, ws)} | {ratio(ref, ws)} | | ≥ 0.8× |")
+        wsc = c.get("websockets/socketio")
+        rows.append(f"| W2 broadcast | vs websockets broadcast() ({fmt(ws)}/s, "
+                    f"{fmt(wsc)} per CPU-s): deliveries/s, per CPU-s "
+                    f"| {ratio(ours, ws)}, {ratio(c.get(ours_key), wsc)} "
+                    f"| {ratio(ref, ws)}, {ratio(c.get('reference/socketio'), wsc)} | | ≥ 0.8× |")
         if "ours/plain" in d and ours_key != "ours/plain":
             rows.append(f"| W2 broadcast | Observer Relay, plain framing | {fmt(d['ours/plain'])}"
                         f" | | | |")
@@ -474,8 +512,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nice", type=int, default=0, metavar="N",
                         help="run servers and generators at nice -N (needs root); for shared "
                              "machines")
+    parser.add_argument("--gc-stats", action="store_true",
+                        help="record the servers' cyclic-GC pauses (bench.gcwatch)")
     args = parser.parse_args(argv)
     PRIORITY[2] = str(-args.nice)
+    GC_STATS[0] = args.gc_stats
     selected = [w.strip().upper() for w in args.workloads.split(",") if w.strip()]
     if shutil.which("taskset") is None:
         log("taskset not found (util-linux): cannot pin server and generator")
@@ -489,6 +530,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = Plan.make(args.quick)
     started = time.strftime("%Y%m%dT%H%M%S")
     report: dict[str, Any] = {"started": started, "quick": args.quick, "nice": -args.nice,
+                              "gc_stats": args.gc_stats,
                               "machine": machine(), "versions": versions(),
                               "ours_env": OURS_ENV, "workloads": {}}
     framing = {"ours": "socketio", "reference": "socketio"}

@@ -200,6 +200,9 @@ class Cluster:
         self._outboxes: dict[str, trio.MemorySendChannel[bytes]] = {}
         #: Rooms removed here recently, while other nodes may still route to us.
         self._gone: set[int] = set()
+        self._stats_locks: dict[int, trio.Lock] = {}
+        self._stats_events: dict[int, trio.Event] = {}
+        self._watched: set[str] = set()
         self._nursery: trio.Nursery | None = None
 
     # -- lifetime ---------------------------------------------------------------------
@@ -209,6 +212,7 @@ class Cluster:
             await nursery.start(self.bp.run)
             nursery.start_soon(self._inbox_loop)
             nursery.start_soon(self._watch_loop)
+            nursery.start_soon(self._room_loop)
             task_status.started()
 
     def spawn(self, fn: Any, *args: Any) -> None:
@@ -412,15 +416,42 @@ class Cluster:
             self.spawn(self._publish_stats, room_id)
 
     async def _publish_stats(self, room_id: int) -> None:
-        room = self.hub.rooms.get(room_id)
-        if room is None:
-            return
-        try:
-            await self.bp.kv_set(f"stats:{room_id}",
-                                 _encode(room_stats(room, time.time())), ttl_ms=None)
-            await self.bp.publish_room(f"stats:{room_id}", b"changed")
-        except BackplaneUnavailable:
-            pass
+        """Write the room's stats document for every node's web port, then notify."""
+        lock = self._stats_locks.setdefault(room_id, trio.Lock())
+        async with lock:  # one writer per room, reading the state just before writing
+            room = self.hub.rooms.get(room_id)
+            if room is None:
+                return
+            blob = _encode((room.stats_version, room_stats(room, time.time())))
+            try:
+                await self.bp.kv_set(f"stats:{room_id}", blob)
+                await self.bp.publish_room(f"stats:{room_id}", b"changed")
+            except BackplaneUnavailable:
+                pass
+
+    async def watch_stats(self, room_id: int) -> None:
+        """Subscribe this node to a room's stats notices (for its SSE streams)."""
+        channel = f"stats:{room_id}"
+        if channel not in self._watched:
+            self._watched.add(channel)
+            try:
+                await self.bp.subscribe_room(channel)
+            except BackplaneUnavailable:
+                self._watched.discard(channel)
+
+    def stats_event(self, room_id: int) -> trio.Event:
+        event = self._stats_events.get(room_id)
+        if event is None:
+            event = self._stats_events[room_id] = trio.Event()
+        return event
+
+    async def _room_loop(self) -> None:
+        async for channel, _data in self.bp.room_messages:
+            if channel.startswith("stats:"):
+                room_id = int(channel[6:])
+                event = self._stats_events.pop(room_id, None)
+                if event is not None:
+                    event.set()
 
     async def _snapshot(self, room_id: int, last_id: str) -> None:
         room = self.hub.rooms.get(room_id)

@@ -46,6 +46,7 @@ from relay.core.hub import Hub
 from relay.core.notion_fetch import fetch_notion_tasks
 from relay.core.steps_import import ImportFailure
 from relay.metrics import Metrics
+from relay.stats_source import ClusterStats, LocalStats, StatsSource
 from signaling.ws_rooms import SignalingHub
 
 from .transport.connection import CLOSE_REASONS, WebSocketConnection
@@ -88,6 +89,8 @@ class RelayServer:
         self.hub = Hub(config.core_settings(),
                        monotonic=time.time if clustered else trio.current_time)
         self.cluster: Cluster | None = Cluster(self) if clustered else None
+        self.stats: StatsSource = (ClusterStats(self.cluster) if self.cluster is not None
+                                   else LocalStats(self))
         self.signaling = SignalingHub()
         self.conns: dict[tuple[int, int], ObserverConnection] = {}
         self.connections: set[WebSocketConnection] = set()

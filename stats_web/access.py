@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from relay.core.model import Room
     from relay.server import RelayServer
+    from relay.stats_source import StatsEntry
 
 
 class Denied(enum.Enum):
@@ -21,9 +21,9 @@ class Denied(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Lookup:
-    """Outcome of :func:`find_room`: the room, or why it is refused."""
+    """Outcome of :func:`find_room`: the room's stats, or why they are refused."""
 
-    room: Room | None
+    room: StatsEntry | None
     denied: Denied | None
 
 
@@ -41,10 +41,10 @@ def key_matches(given: str | None, expected: str) -> bool:
     return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
 
 
-def find_room(server: RelayServer, raw_id: str, key: str | None) -> Lookup:
+async def find_room(server: RelayServer, raw_id: str, key: str | None) -> Lookup:
     """Unknown or non-integer room → 404 (before the key); missing or wrong key → 403."""
     room_id = parse_room_id(raw_id)
-    room = server.hub.rooms.get(room_id) if room_id is not None else None
+    room = await server.stats.get(room_id) if room_id is not None else None
     if room is None:
         return Lookup(None, Denied.NOT_FOUND)
     if not server.config.public_stats and not key_matches(key, room.stats_key):

@@ -10,8 +10,6 @@ from quart import Response, render_template, request, url_for
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from relay.core.stats import room_stats
-
 from . import share_pages
 from .access import Denied, find_room
 from .events import stats_stream
@@ -115,7 +113,7 @@ def create_app(server: RelayServer) -> QuartTrio:
 
     @app.get("/roomstats/<raw_id>")
     async def stats_page(raw_id: str) -> Response:
-        found = find_room(server, raw_id, request.args.get("key"))
+        found = await find_room(server, raw_id, request.args.get("key"))
         if found.denied is Denied.NOT_FOUND:
             return await page("error.html", 404, title="Room not found",
                               message=f"Room # {raw_id} not found!",
@@ -123,7 +121,7 @@ def create_app(server: RelayServer) -> QuartTrio:
         if found.room is None:
             return await page("error.html", 403, title="Access denied", message="Access denied",
                               detail="This page needs the room's stats link (with its key).")
-        stats = room_stats(found.room, server.hub.wall())
+        stats = found.room.document
         return await page(
             "stats.html", 200, stats=stats, summary=summary(stats), symbols=SYMBOLS,
             legend=LEGEND, row_classes=row_classes, many_steps=MANY_STEPS,
@@ -132,7 +130,7 @@ def create_app(server: RelayServer) -> QuartTrio:
 
     @app.get("/roomstats/<raw_id>/events")
     async def stats_events(raw_id: str) -> Response:
-        found = find_room(server, raw_id, request.args.get("key"))
+        found = await find_room(server, raw_id, request.args.get("key"))
         if found.room is None:
             assert found.denied is not None
             return json_response({"error": ERRORS[found.denied]}, found.denied.value)
@@ -143,11 +141,11 @@ def create_app(server: RelayServer) -> QuartTrio:
 
     @app.get("/api/rooms/<raw_id>/stats")
     async def stats_api(raw_id: str) -> Response:
-        found = find_room(server, raw_id, request.args.get("key"))
+        found = await find_room(server, raw_id, request.args.get("key"))
         if found.room is None:
             assert found.denied is not None
             return json_response({"error": ERRORS[found.denied]}, found.denied.value)
-        return json_response(room_stats(found.room, server.hub.wall()))
+        return json_response(found.room.document)
 
     share_pages.register(app, server)
     return app

@@ -8,11 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from relay.core.stats import room_stats
-
 if TYPE_CHECKING:
-    from relay.core.model import Room
     from relay.server import RelayServer
+    from relay.stats_source import StatsEntry
 
 #: Seconds between ``: keep-alive`` comments on an otherwise quiet stream.
 KEEPALIVE_INTERVAL = 15.0
@@ -23,13 +21,10 @@ KEEPALIVE = b": keep-alive\n\n"
 CLOSED = b"event: closed\ndata: {}\n\n"
 
 
-def stats_json(room: Room, wall: float) -> str:
-    """The §8.3 document as compact one-line JSON."""
-    return json.dumps(room_stats(room, wall), ensure_ascii=False, separators=(",", ":"))
-
-
-def stats_event(room: Room, wall: float) -> bytes:
-    return f"event: stats\ndata: {stats_json(room, wall)}\n\n".encode()
+def stats_event(document: dict[str, Any]) -> bytes:
+    """The §8.3 document as a ``stats`` event on one line."""
+    data = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
+    return f"event: stats\ndata: {data}\n\n".encode()
 
 
 async def _first_of(timeout: float, *waits: Callable[[], Awaitable[Any]]) -> None:
@@ -45,35 +40,31 @@ async def _first_of(timeout: float, *waits: Callable[[], Awaitable[Any]]) -> Non
                 nursery.start_soon(run, wait)
 
 
-async def stats_stream(server: RelayServer, room: Room) -> AsyncIterator[bytes]:
-    """Yield SSE chunks for ``room`` until it is removed or the web port shuts down.
+async def stats_stream(server: RelayServer, first: StatsEntry) -> AsyncIterator[bytes]:
+    """Yield SSE chunks for a room until it is removed or the web port shuts down.
 
     Nothing awaits inside a cancel scope across a ``yield``: every wait happens in
     :func:`_first_of`, which returns before the next chunk is produced. Changes are
-    detected through ``room.stats_version``, so one made while a chunk was being
-    written is not missed.
+    detected through the stats version, so one made while a chunk was being written is
+    not missed.
     """
-    room_id = room.room_id
+    source = server.stats
+    room_id = first.room_id
     clock = trio.current_time
-    sent_version = room.stats_version
-    yield stats_event(room, server.hub.wall())
+    sent_version = first.version
+    yield stats_event(first.document)
     last_stats = last_write = clock()
-
-    async def change() -> None:
-        # Checked in the same step that registers the waiter: a removal cannot slip between.
-        if server.hub.rooms.get(room_id) is room:
-            await server.wait_stats_change(room_id)
-
     while not server.web_shutdown.is_set():
-        if server.hub.rooms.get(room_id) is not room:
+        entry = await source.get(room_id)
+        if entry is None:
             yield CLOSED
             return
         now = clock()
-        if room.stats_version != sent_version:
+        if entry.version != sent_version:
             deadline = last_stats + MIN_INTERVAL
             if now >= deadline:
-                sent_version = room.stats_version
-                yield stats_event(room, server.hub.wall())
+                sent_version = entry.version
+                yield stats_event(entry.document)
                 last_stats = last_write = clock()
                 continue
         else:
@@ -82,4 +73,5 @@ async def stats_stream(server: RelayServer, room: Room) -> AsyncIterator[bytes]:
                 yield KEEPALIVE
                 last_write = clock()
                 continue
-        await _first_of(deadline - now, change, server.web_shutdown.wait)
+        await _first_of(deadline - now, lambda: source.wait_change(room_id),
+                        server.web_shutdown.wait)

@@ -137,3 +137,66 @@ async def test_kill_owner_then_resume_elsewhere(nursery: trio.Nursery,
     # The stored snapshot is the last committed update, on the surviving node.
     snap = await host2.ok("sharing/snapshot", {"user_id": sharer_id})
     assert snap[-1]["data"]["files"][0]["content"] == updates[-1]
+
+
+async def test_stats_and_sse_on_any_node(nursery: trio.Nursery, nodes: list[Node]) -> None:
+    import httpx
+
+    a, b = nodes
+    host = await client(nursery, a)
+    room = (await host.ok("room/create", {"name": "Teacher"}))[0]["data"]
+    await host.ok("steps/all", [{"name": "1", "content": "x", "language": "py",
+                                 "type": "exercise"}])
+    student = await client(nursery, b)
+    await student.ok("room/join", {"room_id": room["room_id"], "name": "Ann"})
+    base = f"http://127.0.0.1:{b.web_port}"
+    url = f"{base}/api/rooms/{room['room_id']}/stats?key={room['stats_key']}"
+    async with httpx.AsyncClient(timeout=10) as http:
+        with trio.fail_after(10):
+            while True:
+                body = (await http.get(url)).json()
+                if body.get("students"):
+                    break
+                await trio.sleep(0.1)
+        assert body["students"][0]["name"] == "Ann"
+        assert (await http.get(url.replace(room["stats_key"], "wrong"))).status_code == 403
+        events = f"{base}/roomstats/{room['room_id']}/events?key={room['stats_key']}"
+        async with http.stream("GET", events) as stream:
+            lines = stream.aiter_lines()
+            first = [line async for line in _take(lines, 2)]
+            assert first[0] == "event: stats"
+            await student.ok("steps/status/to_mentor", {"1": "DONE"})
+            with trio.fail_after(10):
+                async for line in lines:
+                    if line.startswith("data:") and '"DONE"' in line:
+                        break
+
+
+async def _take(lines: object, n: int) -> AsyncIterator[str]:
+    count = 0
+    async for line in lines:  # type: ignore[attr-defined]
+        yield line
+        count += 1
+        if count >= n:
+            return
+
+
+async def test_healthz_503_while_redis_is_unreachable(nursery: trio.Nursery, redis_server,  # noqa: F811
+                                                      nodes: list[Node]) -> None:
+    import httpx
+
+    a, _ = nodes
+    url = f"http://127.0.0.1:{a.port}/healthz"
+    async with httpx.AsyncClient(timeout=5) as http:
+        assert (await http.get(url)).status_code == 200
+        redis_server.pause()
+        try:
+            with trio.fail_after(15):
+                while (await http.get(url)).status_code != 503:
+                    await trio.sleep(0.2)
+            assert (await http.get(url)).json()["status"] == "backplane_unavailable"
+        finally:
+            redis_server.resume()
+        with trio.fail_after(15):
+            while (await http.get(url)).status_code != 200:
+                await trio.sleep(0.2)
