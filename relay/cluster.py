@@ -37,10 +37,11 @@ from relay.core.context import Session
 from relay.core.errors import EventError
 from relay.core.ids import SeededEntropy
 from relay.core.model import Participant
-from relay.core.outgoing import Outgoing
+from relay.core.outgoing import Outgoing, encode_json
 from relay.core.registry import EVENTS, UNBOUND
 from relay.core.stats import room_stats
 from relay.core.steps_import import ImportFailure
+from relay.transport.wsframe import text_frame
 
 if TYPE_CHECKING:
     from relay.server import RelayServer
@@ -174,6 +175,21 @@ class RemoteConn:
         return items
 
 
+def _ws_join_target(text: str | None) -> str | None:
+    """The normalised room id of a /ws JOIN_ROOM message, if that is what it is."""
+    if text is None or "JOIN_ROOM" not in text:
+        return None
+    try:
+        frame = msgspec.json.decode(text)
+    except msgspec.DecodeError:
+        return None
+    if isinstance(frame, dict) and frame.get("type") == "JOIN_ROOM":
+        room = frame.get("roomid")
+        if isinstance(room, str) and room.strip():
+            return room.strip().lower()
+    return None
+
+
 def _sio_codec(server: RelayServer) -> Any:
     from relay.codecs.socketio import SocketIOCodec
 
@@ -192,7 +208,11 @@ class Cluster:
         self.node = self.bp.node_id
         self.owned: dict[int, Owned] = {}
         self.remote: dict[tuple[str, int], RemoteConn] = {}
-        self.local: dict[int, ObserverConnection] = {}
+        self.local: dict[int, Any] = {}  # cid -> ObserverConnection | SignalingConnection
+        # /ws rooms: stand-ins on this node for connections of other nodes, by hub conn id.
+        self._ws_stubs: dict[tuple[str, int], int] = {}
+        self._ws_stub_of: dict[int, tuple[str, int]] = {}
+        self._ws_registered: set[str] = set()
         self.touched: set[RemoteConn] = set()
         self._pending: dict[int, trio.MemorySendChannel[list[Any]]] = {}
         self._next_id = 0
@@ -596,6 +616,10 @@ class Cluster:
                 self._deliver(msg["items"])
             elif kind == "gone":
                 self._remote_gone(msg["from"], msg["c"])
+            elif kind == "ws":
+                self._ws_remote_message(msg)
+            elif kind == "wsgone":
+                self._ws_stub_gone((msg["from"], msg["c"]))
 
     async def _remote_command(self, msg: dict[str, Any]) -> None:
         """Run a command forwarded by another node for a room we own."""
@@ -662,7 +686,7 @@ class Cluster:
         """Frames, closes and command results from an owner for our connections."""
         for item in items:
             conn = self.local.get(item[0])
-            if item[1] == "r":
+            if item[1] in ("r", "w"):
                 waiter = self._pending.get(item[2])
                 if waiter is not None:
                     try:
@@ -705,6 +729,111 @@ class Cluster:
             self.spawn(self.disconnected, s.room_id, Session(ip=s.ip, room_id=s.room_id,
                                                              user_id=s.user_id))
 
+    # -- /ws dialect across nodes --------------------------------------------------------
+    # A /ws room lives on the node that created it (not persisted: the seed dialect has no
+    # resume). A connection in no room is handled locally; JOIN_ROOM for a room of another
+    # node is forwarded there, and while the connection is in that room every message is.
+    async def ws_message(self, conn: Any, text: str | None, binary: bool) -> None:
+        hub = self.server.signaling
+        owner = conn.remote_owner
+        if owner is None:
+            room = _ws_join_target(text)
+            if room is not None and room not in hub.room_ids():
+                try:
+                    found = await self.bp.kv_get(f"ws:{room}")
+                    if found is not None and found.decode() != self.node and \
+                            await self.bp.is_alive(found.decode()):
+                        owner = found.decode()
+                except BackplaneUnavailable:
+                    owner = None
+            if owner is None:
+                frames = hub.receive(conn.conn_id, text, binary=binary)
+                self.server.deliver_signaling(frames)
+                self._ws_register(frames)
+                return
+        self._next_id += 1
+        cmd_id = self._next_id
+        send, recv = trio.open_memory_channel[list[Any]](1)
+        self._pending[cmd_id] = send
+        try:
+            await self.bp.publish(owner, _encode({"t": "ws", "from": self.node, "c": conn.cid,
+                                                  "id": cmd_id, "text": text, "bin": binary}))
+            with trio.move_on_after(FORWARD_TIMEOUT):
+                (in_room,) = await recv.receive()
+                if in_room and conn.remote_owner is None:
+                    # Joined a room of another node: leave ours (no LEFT_ROOM), as §7 says.
+                    self.server.deliver_signaling(hub.disconnect(conn.conn_id))
+                    self.server.ws_conns.pop(conn.conn_id, None)
+                    conn.conn_id = hub.connect()
+                    self.server.ws_conns[conn.conn_id] = conn
+                conn.remote_owner = owner if in_room else None
+                return
+            conn.remote_owner = None
+            conn.close(1011, "the room's node did not answer")
+        except BackplaneUnavailable:
+            conn.close(1011, "the backplane is unavailable")
+        finally:
+            self._pending.pop(cmd_id, None)
+
+    def _ws_remote_message(self, msg: dict[str, Any]) -> None:
+        hub = self.server.signaling
+        key = (msg["from"], msg["c"])
+        stub = self._ws_stubs.get(key)
+        if stub is None:
+            stub = self._ws_stubs[key] = hub.connect()
+            self._ws_stub_of[stub] = key
+        frames = hub.receive(stub, msg["text"], binary=msg["bin"])
+        self.server.deliver_signaling(frames)
+        self._ws_register(frames)
+        in_room = hub.room_of(stub) is not None
+        if not in_room:
+            self._ws_stub_gone(key)
+        self._send_to(key[0], [[key[1], "w", msg["id"], in_room]])
+
+    def ws_stub_frame(self, conn_id: int, frame: dict[str, Any]) -> None:
+        """A /ws frame for a connection held by another node."""
+        key = self._ws_stub_of.get(conn_id)
+        if key is not None:
+            self._send_to(key[0], [[key[1], "f", text_frame(encode_json(frame))]])
+
+    def _ws_stub_gone(self, key: tuple[str, int]) -> None:
+        stub = self._ws_stubs.pop(key, None)
+        if stub is not None:
+            frames = self.server.signaling.disconnect(stub)
+            self._ws_stub_of.pop(stub, None)
+            self.server.deliver_signaling(frames)
+
+    def ws_closed(self, conn: Any) -> None:
+        self.local.pop(conn.cid, None)
+        if conn.remote_owner is not None:
+            self.spawn(self._publish_ws_gone, conn.remote_owner, conn.cid)
+
+    async def _publish_ws_gone(self, owner: str, cid: int) -> None:
+        try:
+            await self.bp.publish(owner, _encode({"t": "wsgone", "from": self.node, "c": cid}))
+        except BackplaneUnavailable:
+            pass
+
+    def _ws_register(self, frames: list[tuple[int, dict[str, Any]]]) -> None:
+        for _, frame in frames:
+            if frame.get("type") == "ROOM_CREATED":
+                room = frame["roomid"]
+                self._ws_registered.add(room)
+                self.spawn(self._kv_set, f"ws:{room}", self.node.encode())
+
+    async def _kv_set(self, key: str, value: bytes) -> None:
+        try:
+            await self.bp.kv_set(key, value)
+        except BackplaneUnavailable:
+            pass
+
+    async def _ws_reconcile(self) -> None:
+        """Unregister /ws rooms that no longer exist here."""
+        alive = set(self.server.signaling.room_ids())
+        for room in list(self._ws_registered - alive):
+            self._ws_registered.discard(room)
+            await self.bp.kv_delete(f"ws:{room}")
+
     async def _watch_loop(self) -> None:
         """Close clients of dead owners (1011), mark clients of dead nodes offline."""
         while True:
@@ -722,6 +851,11 @@ class Cluster:
                     if not await self.bp.is_alive(node):
                         for (n, cid) in [k for k in self.remote if k[0] == node]:
                             self._remote_gone(n, cid)
+                for node in {key[0] for key in self._ws_stubs}:
+                    if not await self.bp.is_alive(node):
+                        for key in [k for k in self._ws_stubs if k[0] == node]:
+                            self._ws_stub_gone(key)
+                await self._ws_reconcile()
                 self.server.backplane_ok = self.bp.available
             except BackplaneUnavailable:
                 self.server.backplane_ok = False

@@ -223,9 +223,9 @@ class RelayServer:
             self.ws_conns[conn.conn_id] = conn
         else:
             conn = ObserverConnection(self, stream, ip, request.trailing, self._codec(path))
-            if self.cluster is not None:
-                conn.cid = self.cluster.new_cid()
-                self.cluster.local[conn.cid] = conn
+        if self.cluster is not None:
+            conn.cid = self.cluster.new_cid()  # type: ignore[attr-defined]
+            self.cluster.local[conn.cid] = conn  # type: ignore[attr-defined]
         del request  # the handshake's headers are not kept for the connection's lifetime
         self.connections.add(conn)
         self.metrics.inc("observer_connections_opened", conn.endpoint)
@@ -443,6 +443,8 @@ class RelayServer:
 
         for conn_id, frame in frames:
             conn = self.ws_conns.get(conn_id)
+            if conn is None and self.cluster is not None:
+                self.cluster.ws_stub_frame(conn_id, frame)
             if conn is not None:
                 kind = frame.get("type", "unknown")
                 self.metrics.message_out("ws", kind)
@@ -451,6 +453,8 @@ class RelayServer:
                 conn.push(text_frame(encode_json(frame)))
 
     def signaling_closed(self, conn: SignalingConnection) -> None:
+        if self.cluster is not None:
+            self.cluster.ws_closed(conn)
         self.ws_conns.pop(conn.conn_id, None)
         self.deliver_signaling(self.signaling.disconnect(conn.conn_id))
 

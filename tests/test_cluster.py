@@ -200,3 +200,45 @@ async def test_healthz_503_while_redis_is_unreachable(nursery: trio.Nursery, red
         with trio.fail_after(15):
             while (await http.get(url)).status_code != 200:
                 await trio.sleep(0.2)
+
+
+async def test_ws_dialect_room_across_nodes(nursery: trio.Nursery, nodes: list[Node]) -> None:
+    import json
+
+    a, b = nodes
+
+    async def recv(c: object) -> dict:
+        with trio.fail_after(5):
+            return json.loads(await c.ws.get_message())  # type: ignore[attr-defined]
+
+    host = await client(nursery, a, "/ws")
+    await host.send_raw(json.dumps({"type": "CREATE_ROOM", "username": "teacher"}))
+    room = (await recv(host))["roomid"]
+    user = await client(nursery, b, "/ws")
+    # A user first in a room of its own node, then joining the room on node A.
+    await user.send_raw(json.dumps({"type": "CREATE_ROOM", "username": "mine"}))
+    await recv(user)
+    with trio.fail_after(10):
+        while True:
+            await user.send_raw(json.dumps({"type": "JOIN_ROOM", "roomid": room,
+                                            "username": "ann"}))
+            reply = await recv(user)
+            if reply["type"] == "ROOM_JOINED":
+                break
+            await trio.sleep(0.2)  # the room's registration may still be on its way
+    assert reply == {"type": "ROOM_JOINED", "roomid": room}
+    assert await recv(host) == {"type": "USER_JOINED", "username": "ann"}
+    await user.send_raw(json.dumps({"type": "REQUEST_SHARING"}))
+    assert await recv(host) == {"type": "REQUEST_SHARING", "username": "ann"}
+    await host.send_raw(json.dumps({"type": "ALLOW_SHARING", "username": "ann"}))
+    assert await recv(user) == {"type": "ALLOW_SHARING"}
+    await user.send_raw(json.dumps({"type": "RCP_OFFER", "sdp": "v=0"}))
+    assert await recv(host) == {"type": "RCP_OFFER", "sdp": "v=0", "username": "ann"}
+    await host.send_raw(json.dumps({"type": "RCP_ANSWER", "username": "ann", "sdp": "v=1"}))
+    assert await recv(user) == {"type": "RCP_ANSWER", "sdp": "v=1"}
+    # Leaving returns the connection to its own node; the host hears about it.
+    await user.send_raw(json.dumps({"type": "LEAVE_ROOM"}))
+    assert await recv(user) == {"type": "LEFT_ROOM"}
+    assert await recv(host) == {"type": "USER_LEFT", "username": "ann"}
+    await user.aclose()
+    await host.silent()

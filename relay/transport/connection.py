@@ -183,7 +183,9 @@ class WebSocketConnection:
                             if pending is not None:
                                 await pending
                         else:
-                            self.handle_binary()
+                            pending = self.handle_binary()
+                            if pending is not None:
+                                await pending
                         # Let other connections run between messages of a busy one.
                         await trio.lowlevel.checkpoint()
                 elif isinstance(event, Ping):
@@ -211,7 +213,7 @@ class WebSocketConnection:
         """Handle one message; may return an awaitable (scale-out routing)."""
         raise NotImplementedError
 
-    def handle_binary(self) -> None:
+    def handle_binary(self) -> Awaitable[None] | None:
         raise NotImplementedError
 
     # -- writing ------------------------------------------------------------------

@@ -98,7 +98,7 @@ class ObserverConnection(WebSocketConnection):
             elif isinstance(item, CloseRequest):
                 self.close(item.code, item.reason)
 
-    def handle_binary(self) -> None:
+    def handle_binary(self) -> None:  # type: ignore[override]
         if not self._limiter.take(trio.current_time()):
             self._rate_limited("")
             return

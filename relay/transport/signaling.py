@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 import trio
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
 
 
 class SignalingConnection(WebSocketConnection):
-    __slots__ = ("_limiter", "conn_id")
+    __slots__ = ("_limiter", "cid", "conn_id", "remote_owner", "replaced")
 
     def __init__(self, server: RelayServer, stream: trio.SocketStream, ip: str,
                  trailing: bytes) -> None:
@@ -25,14 +26,17 @@ class SignalingConnection(WebSocketConnection):
         self.endpoint = "ws"
         self.conn_id = server.signaling.connect()
         self._limiter = server.new_rate_limiter()
+        self.cid = 0  # scale-out: this node's id for the connection
+        self.remote_owner: str | None = None  # scale-out: the node holding our room
+        self.replaced = False
 
-    def handle_text(self, text: str) -> None:
-        self._handle(text, binary=False)
+    def handle_text(self, text: str) -> Awaitable[None] | None:
+        return self._handle(text, binary=False)
 
-    def handle_binary(self) -> None:
-        self._handle(None, binary=True)
+    def handle_binary(self) -> Awaitable[None] | None:
+        return self._handle(None, binary=True)
 
-    def _handle(self, text: str | None, *, binary: bool) -> None:
+    def _handle(self, text: str | None, *, binary: bool) -> Awaitable[None] | None:
         metrics = self.server.metrics
         now = trio.current_time()
         if not self._limiter.take(now):
@@ -43,10 +47,14 @@ class SignalingConnection(WebSocketConnection):
                 self.push(text_frame(encode_json(rate_limited_frame())))
             if close:
                 self.close(4008, "rate limited", flush=True, flush_timeout=0.5)
-            return
+            return None
         metrics.message_in(self.endpoint, type_label(text) if text is not None else "unknown")
+        cluster = self.server.cluster
+        if cluster is not None:
+            return cluster.ws_message(self, text, binary)
         self.server.deliver_signaling(self.server.signaling.receive(self.conn_id, text,
                                                                      binary=binary))
+        return None
 
     def on_close(self) -> None:
         self.server.signaling_closed(self)
