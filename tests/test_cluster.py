@@ -54,6 +54,25 @@ async def test_cross_node_room(nursery: trio.Nursery, nodes: list[Node]) -> None
     assert (await host.expect("rtc/request"))["data"] == {"user_id": 2}
     await student.fail("room/kill", {"user_id": 2}, "not_host")
     await host.silent()
+    # The remaining families: settings, exercise, signal, logs, tables, imports.
+    await host.ok("settings", {"files_to_ignore": "build/\n*.pyc"})
+    assert (await student.expect("settings"))["data"] == {
+        "names": [], "dirs": ["build"], "extensions": ["pyc"]}
+    await host.ok("exercise", {"content": "do it"})
+    assert (await student.expect("exercise"))["data"] == {"content": "do it"}
+    await host.ok("steps/status/to_client", {"user_id": 2, "steps": {"1": "ACCEPTED"}})
+    assert (await student.expect("alerts"))["data"]["type"] == "SUCCESS"
+    await student.expect("steps/status/to_client")
+    await student.ok("signal", {"value": "HELP"})
+    assert (await host.expect("signal"))["data"] == {"user_id": 2, "value": "HELP"}
+    await student.ok("error/from_client", {"content": "Traceback"})
+    assert (await host.expect("log"))["data"]["message"].startswith("Error from Ann")
+    table = await host.ok("steps/table", {})
+    assert table[0]["data"][0]["steps"] == {"1": "ACCEPTED"}
+    imported = await host.ok("steps/import", {"markdown": "# A\n---\nB"})
+    assert [f["event"] for f in imported] == ["steps/load", "alerts"]
+    history = await host.ok("message/user", {"user_id": 2})
+    assert len(history[0]["data"]["messages"]) == 2
 
     # Replacement across nodes: the same student re-attaches on node A.
     again = await client(nursery, a)
@@ -63,6 +82,21 @@ async def test_cross_node_room(nursery: trio.Nursery, nodes: list[Node]) -> None
     assert (await host.expect("room/update"))["data"]["users"][1]["status"] == "online"
     await host.ok("message/to_client", {"user_id": 2, "content": "still there?"})
     assert (await again.expect("message/to_client"))["data"]["content"] == "still there?"
+
+    # Kick and leave across nodes.
+    bo = await client(nursery, b)
+    bo_id = (await bo.ok("room/join", {"room_id": created["room_id"], "name": "Bo"}))[0][
+        "data"]["user_id"]
+    await host.expect("room/update")
+    await host.ok("room/kill", {"user_id": bo_id})
+    assert (await bo.expect("room/kicked"))["data"]["message"].startswith("You were removed")
+    assert await bo.closed() == 4001
+    cy = await client(nursery, b)
+    await cy.ok("room/join", {"room_id": created["room_id"], "name": "Cy"})
+    await cy.ok("room/leave", {})
+    await cy.fail("message/to_mentor", {"content": "x"}, "not_in_room")
+    updates = [await host.expect("room/update") for _ in range(2)]
+    assert [u["name"] for u in updates[-1]["data"]["users"]] == ["Teacher", "Ann"]
 
     # A room id is unique across nodes; closing on one node closes everywhere.
     await host.ok("room/close", {})
