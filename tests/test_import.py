@@ -10,7 +10,7 @@ from typing import Any
 import h11
 import trio
 
-from tests.support import Client, Relay, StartRelay
+from tests.support import Client, Relay, StartRelay, fails, quiet
 
 HEX = "0123456789abcdef0123456789ABCDEF"
 UUID = "01234567-89ab-cdef-0123-456789abcdef"
@@ -147,24 +147,6 @@ async def classroom(relay: Relay, *names: str) -> tuple[Client, dict[str, Any], 
         await host.expect("room/update")
         students.append(student)
     return host, room, students
-
-
-async def quiet(*clients: Client, timeout: float = 0.1) -> None:
-    async with trio.open_nursery() as nursery:
-        for client in clients:
-            nursery.start_soon(client.silent, timeout)
-
-
-async def fails(client: Client, event: str, data: Any, code: str) -> dict[str, Any]:
-    frames = await client.call(event, data)
-    assert [f["event"] for f in frames] == ["error", "ack"], frames
-    error, ack = frames
-    assert error["data"]["code"] == code, frames
-    assert error["data"]["event"] == event
-    assert "seq" not in error
-    assert ack["data"] == {"ok": False,
-                           "error": {"code": code, "message": error["data"]["message"]}}
-    return error["data"]
 
 
 def check_import_failure(frames: list[dict[str, Any]]) -> str:

@@ -6,46 +6,12 @@ import datetime as dt
 import re
 from typing import Any
 
-import trio
-
-from tests.support import Client, Relay, StartRelay
+from tests.support import Relay, StartRelay, classroom, fails, quiet
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
 # -- helpers ----------------------------------------------------------------------------
-async def classroom(relay: Relay, *names: str) -> tuple[Client, int, list[Client]]:
-    """A host plus one online student per name; the host's join updates are consumed."""
-    host, room = await relay.host()
-    students = []
-    for name in names:
-        student, _ = await relay.student(room["room_id"], name)
-        await host.expect("room/update")
-        students.append(student)
-    return host, room["room_id"], students
-
-
-async def quiet(*clients: Client, timeout: float = 0.1) -> None:
-    """Nothing arrives on any of ``clients`` (checked concurrently)."""
-    async with trio.open_nursery() as nursery:
-        for client in clients:
-            nursery.start_soon(client.silent, timeout)
-
-
-async def fails(client: Client, event: str, data: Any, code: str) -> dict[str, Any]:
-    """The event fails with exactly ``error`` then the failed ``ack`` and nothing else."""
-    frames = await client.call(event, data)
-    assert [f["event"] for f in frames] == ["error", "ack"], frames
-    error, ack = frames
-    assert error["data"]["code"] == code, frames
-    assert error["data"]["event"] == event
-    assert error["ref"] == ack["ref"]
-    assert "seq" not in error and "seq" not in ack
-    assert ack["data"] == {"ok": False,
-                           "error": {"code": code, "message": error["data"]["message"]}}
-    return error["data"]
-
-
 def check_message(msg: dict[str, Any], *, id: int, sender: int, receiver: int,
                   content: str) -> None:
     assert set(msg) == {"id", "sender", "receiver", "content", "status", "created_at",

@@ -4,42 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import trio
-
-from tests.support import Client, Relay
+from tests.support import Client, Relay, classroom, fails, quiet
 
 KIB = 1024
 
 
 # -- helpers ----------------------------------------------------------------------------
-async def classroom(relay: Relay, *names: str) -> tuple[Client, int, list[Client]]:
-    host, room = await relay.host()
-    students = []
-    for name in names:
-        student, _ = await relay.student(room["room_id"], name)
-        await host.expect("room/update")
-        students.append(student)
-    return host, room["room_id"], students
-
-
-async def quiet(*clients: Client, timeout: float = 0.1) -> None:
-    async with trio.open_nursery() as nursery:
-        for client in clients:
-            nursery.start_soon(client.silent, timeout)
-
-
-async def fails(client: Client, event: str, data: Any, code: str) -> dict[str, Any]:
-    frames = await client.call(event, data)
-    assert [f["event"] for f in frames] == ["error", "ack"], frames
-    error, ack = frames
-    assert error["data"]["code"] == code, frames
-    assert error["data"]["event"] == event
-    assert "seq" not in error
-    assert ack["data"] == {"ok": False,
-                           "error": {"code": code, "message": error["data"]["message"]}}
-    return error["data"]
-
-
 def step(name: str, content: str = "Do it", language: str = "python",
          type: str = "exercise") -> dict[str, Any]:
     return {"name": name, "content": content, "language": language, "type": type}
