@@ -57,6 +57,7 @@ WATCH_INTERVAL = 1.0
 REATTACH = frozenset({"room/join", "room/rehost", "room/rejoin"})
 OUTBOX_MESSAGES = 10_000
 COUNTED = frozenset({"room_not_found", "user_not_found", "bad_token"})
+TOUCH_INTERVAL = 30.0
 
 _encode = msgspec.msgpack.encode
 _decode = msgspec.msgpack.decode
@@ -223,6 +224,7 @@ class Cluster:
         self._stats_locks: dict[int, trio.Lock] = {}
         self._stats_events: dict[int, trio.Event] = {}
         self._watched: set[str] = set()
+        self._next_touch = 0.0
         self._nursery: trio.Nursery | None = None
 
     # -- lifetime ---------------------------------------------------------------------
@@ -827,6 +829,18 @@ class Cluster:
         except BackplaneUnavailable:
             pass
 
+    def _touch_interval(self) -> float:
+        return min(TOUCH_INTERVAL, max(WATCH_INTERVAL, self.server.config.room_idle_expiry / 2))
+
+    async def _touch_rooms(self) -> None:
+        """Keep our rooms' keys alive; a room whose owner died and that nobody resumes
+        expires from Redis after the idle expiry (plus a margin)."""
+        ttl = int((self.server.config.room_idle_expiry + 2 * self._touch_interval()) * 1000)
+        for room_id in list(self.owned):
+            await self.bp.expire_room(room_key(room_id), ttl,
+                                      kv=[f"room:{room_id}", f"stats:{room_id}"],
+                                      ids=[("room", str(room_id))])
+
     async def _ws_reconcile(self) -> None:
         """Unregister /ws rooms that no longer exist here."""
         alive = set(self.server.signaling.room_ids())
@@ -856,6 +870,9 @@ class Cluster:
                         for key in [k for k in self._ws_stubs if k[0] == node]:
                             self._ws_stub_gone(key)
                 await self._ws_reconcile()
+                if trio.current_time() >= self._next_touch:
+                    self._next_touch = trio.current_time() + self._touch_interval()
+                    await self._touch_rooms()
                 self.server.backplane_ok = self.bp.available
             except BackplaneUnavailable:
                 self.server.backplane_ok = False

@@ -276,3 +276,17 @@ async def test_ws_dialect_room_across_nodes(nursery: trio.Nursery, nodes: list[N
     assert await recv(host) == {"type": "USER_LEFT", "username": "ann"}
     await user.aclose()
     await host.silent()
+
+
+async def test_room_of_a_dead_owner_expires(nursery: trio.Nursery, redis_url: str  # noqa: F811
+                                            ) -> None:
+    a = await start_node(nursery, redis_url, OBSERVER_ROOM_IDLE_EXPIRY="1")
+    b = await start_node(nursery, redis_url, OBSERVER_ROOM_IDLE_EXPIRY="1")
+    host = await client(nursery, a)
+    room = (await host.ok("room/create", {}))[0]["data"]
+    await trio.sleep(1.5)  # the owner has touched the room's keys once
+    a.kill9()
+    await trio.sleep(6)  # idle expiry + margins, nobody resumed
+    late = await client(nursery, b)
+    await late.fail("room/join", {"room_id": room["room_id"], "name": "X"}, "room_not_found")
+    b.process.terminate()

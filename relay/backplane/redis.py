@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import math
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -732,6 +732,20 @@ class RedisBackplane:
         if blob is None or last is None:
             return None
         return blob, last.decode()
+
+    async def expire_room(self, room: str, ttl_ms: int, *, kv: Sequence[str] = (),
+                          ids: Sequence[tuple[str, str]] = ()) -> None:
+        """Let a room's keys (log, snapshot, given kv keys and ids) expire after ``ttl_ms``
+        unless touched again: a room nobody comes back to disappears by itself."""
+        keys = [self.log_key(room), self.snapshot_key(room)]
+        keys += [self._k("kv", key) for key in kv]
+        keys += [self._k("id", namespace, id_) for namespace, id_ in ids]
+
+        async def touch(c: Client) -> None:
+            for key in keys:
+                await c.pexpire(key, ttl_ms)
+
+        await self._call("expire_room", touch)
 
     async def delete_room(self, room: str) -> None:
         """Delete the room's log and snapshot (leases and ids are released separately)."""
