@@ -189,7 +189,7 @@ class RelayServer:
         if not request.is_upgrade:
             if path == "/healthz" and request.method in ("GET", "HEAD"):
                 status, body = self.health()
-                await send_json(stream, status, body)
+                await send_json(stream, status, body, head=request.method == "HEAD")
             elif path in SIO_PATHS:
                 from .transport.sio_handshake import check_sio_request
 

@@ -73,20 +73,22 @@ _REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
 
 
 async def _send_raw(stream: trio.abc.Stream, status: int, body: bytes,
-                    content_type: str = "application/json") -> None:
-    head = (
+                    content_type: str = "application/json", head: bool = False) -> None:
+    start = (
         f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\n"
         f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
         "Cache-Control: no-store\r\nConnection: close\r\n\r\n"
     ).encode("latin-1")
     try:
-        await stream.send_all(head + body)
+        await stream.send_all(start if head else start + body)
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
         pass
 
 
-async def send_json(stream: trio.abc.Stream, status: int, body: object) -> None:
-    await _send_raw(stream, status, msgspec.json.encode(body))
+async def send_json(stream: trio.abc.Stream, status: int, body: object,
+                    head: bool = False) -> None:
+    """A JSON answer; for HEAD only its head (with the body's length)."""
+    await _send_raw(stream, status, msgspec.json.encode(body), head=head)
 
 
 async def send_body(stream: trio.abc.Stream, status: int, body: bytes) -> None:
