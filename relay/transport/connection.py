@@ -58,7 +58,7 @@ class WebSocketConnection:
 
     __slots__ = (
         "_accepting", "_close_sent", "_closing", "_control", "_fd", "_flush_deadline", "_nursery",
-        "_partial", "_partial_size", "_pings", "_pre", "_queue", "_queue_bytes", "_read_scope",
+        "_partial", "_partial_size", "_pings", "_pre", "_queue", "_queue_bytes",
         "_send_deadline", "_send_scope", "_writing", "_ws", "close_code", "config", "cursor",
         "endpoint", "hb_interval", "hb_timeout", "ip", "participant", "peer_closed",
         "ping_due", "pong_deadline", "replay_end", "server", "stream",
@@ -77,7 +77,6 @@ class WebSocketConnection:
         except (AttributeError, OSError):
             self._fd = -1
         self._nursery: trio.Nursery | None = None
-        self._read_scope: trio.CancelScope | None = None
         self._partial: list[str | bytes] = []
         self._partial_size = 0
         # Outgoing order: control frames (pongs, pings, a partly written frame), ``_pre``
@@ -142,19 +141,17 @@ class WebSocketConnection:
     # -- reading ------------------------------------------------------------------
     async def _reader(self) -> None:
         max_size = self.config.max_message_size
-        with trio.CancelScope() as scope:
-            self._read_scope = scope
-            await self._feed(b"", max_size)  # frames that arrived with the handshake
-            while not self.peer_closed:
-                try:
-                    data = await self.stream.receive_some(65536)
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                    data = b""
-                if not data:
-                    self.peer_closed = True
-                    self._abort(1006, "connection lost")
-                    return
-                await self._feed(cast(bytes, data), max_size)
+        await self._feed(b"", max_size)  # frames that arrived with the handshake
+        while not self.peer_closed:
+            try:
+                data = await self.stream.receive_some(65536)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                data = b""
+            if not data:
+                self.peer_closed = True
+                self._abort(1006, "connection lost")
+                return
+            await self._feed(cast(bytes, data), max_size)
 
     async def _feed(self, data: bytes, max_size: int) -> None:
         try:
@@ -383,12 +380,14 @@ class WebSocketConnection:
         """Our close frame is out (or can't be sent): wait briefly for the peer's, then end."""
         if self._close_sent is not None:
             self._close_sent.set()
-        if self._read_scope is not None:
+        # The connection's own nursery scope bounds the rest (no extra scope per
+        # connection: idle connections are the common case, W3 in bench/).
+        if self._nursery is not None:
+            scope = self._nursery.cancel_scope
             if self.peer_closed:
-                self._read_scope.cancel()
+                scope.cancel()
             else:
-                self._read_scope.deadline = min(self._read_scope.deadline,
-                                                trio.current_time() + CLOSE_WAIT)
+                scope.deadline = min(scope.deadline, trio.current_time() + CLOSE_WAIT)
 
     def close_preamble(self, code: int) -> bytes:
         return b""
