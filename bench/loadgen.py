@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import itertools
 import json
 import os
 import random
@@ -421,8 +422,19 @@ class Client(asyncio.Protocol):
             self.transport.close()
 
 
-async def connect(framing: Framing, host: str, port: int,
+_round_robin = itertools.count()
+
+
+def pick_port(port: int | list[int]) -> int:
+    """Several ports act as a plain round-robin load balancer over relay nodes."""
+    if isinstance(port, int):
+        return port
+    return port[next(_round_robin) % len(port)]
+
+
+async def connect(framing: Framing, host: str, port: int | list[int],
                   timeout: float = CONNECT_TIMEOUT) -> Client:
+    port = pick_port(port)
     loop = asyncio.get_running_loop()
     _, client = await asyncio.wait_for(
         loop.create_connection(lambda: Client(framing, host, port), host, port), timeout)
@@ -991,11 +1003,17 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     raise SystemExit(f"unknown workload {args.workload}")
 
 
+def _ports(text: str) -> int | list[int]:
+    ports = [int(p) for p in text.split(",") if p.strip()]
+    return ports[0] if len(ports) == 1 else ports
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
     parser.add_argument("workload", choices=["W1", "W2", "W3", "W4", "W5"])
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--port", type=_ports, required=True,
+                        help="a port, or several comma-separated (round-robin over nodes)")
     parser.add_argument("--framing", choices=sorted(wire.FRAMINGS), default="socketio")
     parser.add_argument("--server-pid", type=int, default=0)
     parser.add_argument("--params", default="{}", help="workload keyword arguments, JSON")

@@ -308,6 +308,13 @@ class Cluster:
         if room_id in self.owned:
             return self.node
         lock = self._locks.setdefault(room_id, trio.Lock())
+        try:
+            return await self._locate_locked(room_id, lock)
+        finally:
+            if not lock.locked() and not lock.statistics().tasks_waiting:
+                self._locks.pop(room_id, None)  # ids guessed by clients must not pile up
+
+    async def _locate_locked(self, room_id: int, lock: trio.Lock) -> str | None:
         async with lock:
             if room_id in self.owned:
                 return self.node
