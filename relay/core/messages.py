@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 from .context import Ctx
@@ -11,6 +10,7 @@ from .model import Participant, Room
 from .outgoing import Outgoing
 from .payload import obj, req_int, req_str, text_len
 from .registry import HOST, STUDENT, event
+from .stats import iso_now
 
 CONTENT_MAX = 10_000
 
@@ -19,23 +19,30 @@ def _content(data: dict[str, Any]) -> str:
     return text_len(req_str(data, "content"), 1, CONTENT_MAX, "'content'")
 
 
-def _message(ctx: Ctx, room: Room, sender: int, receiver: int, content: str) -> dict[str, Any]:
-    when = dt.datetime.fromtimestamp(ctx.hub.wall(), dt.UTC)
+def _stamps(wall: float) -> tuple[str, str]:
+    """``created_at`` ("HH:MM:SS", seed compatibility) and the ISO timestamp of one instant."""
+    timestamp = iso_now(wall)
+    return timestamp[11:19], timestamp
+
+
+def _message(room: Room, sender: int, receiver: int, content: str,
+             stamps: tuple[str, str]) -> dict[str, Any]:
     message = {
         "id": room.next_message_id,
         "sender": sender,
         "receiver": receiver,
         "content": content,
         "status": None,
-        "created_at": when.strftime("%H:%M:%S"),
-        "timestamp": when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z",
+        "created_at": stamps[0],
+        "timestamp": stamps[1],
     }
     room.next_message_id += 1
     return message
 
 
-def _to_student(ctx: Ctx, room: Room, student: Participant, content: str) -> None:
-    message = _message(ctx, room, room.host.user_id, student.user_id, content)
+def _to_student(room: Room, student: Participant, content: str, stamps: tuple[str, str],
+                ctx: Ctx) -> None:
+    message = _message(room, room.host.user_id, student.user_id, content, stamps)
     student.add_message(message)
     ctx.seq(room, student, Outgoing("message/to_client", message))
 
@@ -49,7 +56,8 @@ def _parse_to_client(ctx: Ctx, data: Any) -> tuple[int, str]:
 def to_client(ctx: Ctx, parsed: tuple[int, str]) -> None:
     assert ctx.room is not None
     user_id, content = parsed
-    _to_student(ctx, ctx.room, target_student(ctx.room, user_id), content)
+    student = target_student(ctx.room, user_id)
+    _to_student(ctx.room, student, content, _stamps(ctx.hub.wall()), ctx)
 
 
 def _parse_content(ctx: Ctx, data: Any) -> str:
@@ -60,15 +68,17 @@ def _parse_content(ctx: Ctx, data: Any) -> str:
 def to_all(ctx: Ctx, content: str) -> None:
     room = ctx.room
     assert room is not None
+    stamps = _stamps(ctx.hub.wall())  # one instant for the whole event
     for student in room.students():
-        _to_student(ctx, room, student, content)
+        _to_student(room, student, content, stamps, ctx)
 
 
 @event("message/to_mentor", STUDENT, _parse_content)
 def to_mentor(ctx: Ctx, content: str) -> None:
     room, sender = ctx.room, ctx.sender
     assert room is not None and sender is not None
-    message = _message(ctx, room, sender.user_id, room.host.user_id, content)
+    message = _message(room, sender.user_id, room.host.user_id, content,
+                       _stamps(ctx.hub.wall()))
     sender.add_message(message)
     ctx.to_host("message/to_mentor", message)
 
