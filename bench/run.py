@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import platform
@@ -74,6 +75,16 @@ REFERENCE = ServerKind("reference", "python-socketio + uvicorn", lambda port: [
     PY, "-m", "bench.reference_server", "--port", str(port)])
 BROADCAST = ServerKind("websockets", "websockets broadcast()", lambda port: [
     PY, "-m", "bench.broadcast_server", "--port", str(port)])
+
+
+def source_digest() -> str:
+    """Short hash of the server's source files: a run spanning an edit shows two values."""
+    h = hashlib.sha256()
+    for package in ("relay", "signaling", "stats_web"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            h.update(str(path.relative_to(ROOT)).encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()[:12]
 
 
 def free_port() -> int:
@@ -192,6 +203,7 @@ def measure(kind: ServerKind, workload: str, framing: str, params: dict[str, Any
                             "server_stop": round(time.monotonic() - t2, 2)}
     result["server"] = kind.name
     result["framing"] = framing
+    result["server_source"] = source_digest()
     gc_stats = server.gc_stats() if server is not None else None
     if gc_stats is not None:
         result["server_gc"] = gc_stats
@@ -533,6 +545,7 @@ def main(argv: list[str] | None = None) -> int:
                               "gc_stats": args.gc_stats,
                               "machine": machine(), "versions": versions(),
                               "ours_env": OURS_ENV, "workloads": {}}
+    report["_source_start"] = source_digest()
     framing = {"ours": "socketio", "reference": "socketio"}
     if any(w in selected for w in ("W1", "W2", "W3", "W4")):
         problem = socketio_works()
@@ -559,12 +572,16 @@ def main(argv: list[str] | None = None) -> int:
         else:
             log(f"unknown workload {name}")
     report["elapsed_s"] = round(time.monotonic() - t0, 1)
+    report["server_source"] = {"start": report.pop("_source_start"), "end": source_digest()}
     report["machine"]["loadavg_end"] = os.getloadavg()
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"{started}.json"
     report["table"] = table(report)
     path.write_text(json.dumps(report, indent=1) + "\n")
     print(report["table"])
+    if report["server_source"]["start"] != report["server_source"]["end"]:
+        print("!! the server's source changed during this run: the measurements mix versions "
+              "(see server_source in each result)")
     print(f"\n{'quick' if args.quick else 'full'} run in {report['elapsed_s']} s; "
           f"framing {framing}; results: {path}")
     return 0

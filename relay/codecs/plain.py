@@ -34,6 +34,8 @@ def valid_ref(value: object) -> tuple[bool, Ref | None]:
 
 
 class PlainCodec:
+    __slots__ = ()
+
     endpoint = "observer"
 
     def costs_token(self, message: str) -> bool:

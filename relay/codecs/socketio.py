@@ -126,6 +126,8 @@ def _bad_type(connected: bool) -> list[Inbound]:
 class SocketIOCodec:
     """Per-connection Socket.IO session: Engine.IO open, namespace connect, events, acks."""
 
+    __slots__ = ("max_payload", "ping_interval_ms", "ping_timeout_ms", "sid", "socket_sid")
+
     endpoint = "socketio"
 
     def __init__(self, ping_interval_ms: int, ping_timeout_ms: int, max_payload: int) -> None:
