@@ -16,6 +16,7 @@ out before the task yields.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -168,7 +169,7 @@ class RelayServer:
     # -- accepting ----------------------------------------------------------------------
     async def _handle_tcp(self, stream: trio.SocketStream) -> None:
         try:
-            ip = stream.socket.getpeername()[0]
+            ip = sys.intern(stream.socket.getpeername()[0])  # one string per client address
         except OSError:
             ip = "?"
         try:

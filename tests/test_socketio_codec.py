@@ -334,7 +334,7 @@ def test_event_frame_cached_and_shared() -> None:
     second = codec().event_frame(out, None)  # another connection, same bytes object
     assert first is second
     assert connected().event_frame(out, 3) is first
-    assert out.cache["socketio"] is first
+    assert out.cached("socketio") is first
 
 
 def test_alerts_followed_by_alert() -> None:

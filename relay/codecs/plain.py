@@ -74,12 +74,10 @@ class PlainCodec:
 
     def event_frame(self, out: Outgoing, seq: int | None) -> bytes:
         if seq is None:
-            frame = out.cache.get("plain")
+            frame = out.cached("plain")
             if frame is None:
-                frame = text_frame(
-                    b'{"event":' + out.event_json + b',"data":' + out.payload + b"}"
-                )
-                out.cache["plain"] = frame
+                frame = out.remember("plain", text_frame(
+                    b'{"event":' + out.event_json + b',"data":' + out.payload + b"}"))
             return frame
         return text_frame(
             b'{"event":' + out.event_json + b',"data":' + out.payload

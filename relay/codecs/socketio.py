@@ -280,12 +280,12 @@ class SocketIOCodec:
         ``alerts`` is followed by the same payload as ``alert`` (the student plugin listens
         only for the singular), in the same cached bytes so that the pair cannot be split.
         """
-        frame = out.cache.get(_CACHE_KEY)
+        frame = out.cached(_CACHE_KEY)
         if frame is None:
             frame = text_frame(b"42[" + out.event_json + b"," + out.payload + b"]")
             if out.event == "alerts":
                 frame += text_frame(b'42["alert",' + out.payload + b"]")
-            out.cache[_CACHE_KEY] = frame
+            out.remember(_CACHE_KEY, frame)
         return frame
 
     def ack_frame(self, ref: Ref, error: EventError | None) -> bytes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .outgoing import Outgoing
 from .replay import ReplayBuffer
 
 HOST_ID = 1
@@ -54,6 +55,8 @@ class Room:
     next_message_id: int = 1
     sharer: int | None = None
     steps: list[dict[str, str]] = field(default_factory=list)
+    #: The published steps as one encoded event, shared by every student's buffer.
+    steps_out: Outgoing | None = None
     draft: list[dict[str, str]] | None = None
     settings: dict[str, list[str]] | None = None
     exercise: str = ""

@@ -25,15 +25,16 @@ class Outgoing:
     rare reads after that, e.g. in tests).
     """
 
-    __slots__ = ("_data", "_payload", "cache", "event", "event_json")
+    __slots__ = ("_cache", "_data", "_payload", "event", "event_json")
 
     def __init__(self, event: str, data: Any) -> None:
         self.event = event
         self._data = data
         self.event_json = _encode(event)
         self._payload: bytes | None = None
-        #: Codec-owned cache of wrapped frames (e.g. the Socket.IO frame, identical for all).
-        self.cache: dict[str, bytes] = {}
+        # Codec-owned cache of wrapped frames (e.g. the Socket.IO frame, identical for
+        # every recipient); created on first use, since most buffered events never need it.
+        self._cache: dict[str, bytes] | None = None
 
     @property
     def data(self) -> Any:
@@ -56,7 +57,16 @@ class Outgoing:
         self.event, self._payload = state
         self.event_json = _encode(self.event)
         self._data = _RELEASED
-        self.cache = {}
+        self._cache = None
+
+    def cached(self, key: str) -> bytes | None:
+        return self._cache.get(key) if self._cache is not None else None
+
+    def remember(self, key: str, frame: bytes) -> bytes:
+        if self._cache is None:
+            self._cache = {}
+        self._cache[key] = frame
+        return frame
 
     def plain_size(self, seq: int) -> int:
         """Size of this event as a sequenced plain-JSON frame (the replay-buffer measure)."""

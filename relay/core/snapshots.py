@@ -6,6 +6,7 @@ from typing import Any
 
 from .context import Ctx
 from .model import Participant, Room
+from .outgoing import Outgoing
 
 
 def room_update_data(room: Room) -> dict[str, Any]:
@@ -59,7 +60,9 @@ def send_student_snapshot(ctx: Ctx, room: Room, student: Participant) -> None:
     if room.exercise:
         ctx.seq(room, student, "exercise", {"content": room.exercise})
     if room.steps:
-        ctx.seq(room, student, "steps/all", room.steps)
+        if room.steps_out is None:
+            room.steps_out = Outgoing("steps/all", room.steps)
+        ctx.seq(room, student, room.steps_out)
     if room.settings is not None:
         ctx.seq(room, student, "settings", room.settings)
     if student.statuses:

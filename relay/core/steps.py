@@ -72,7 +72,7 @@ def steps_all(ctx: Ctx, steps: list[dict[str, str]]) -> None:
     room.steps = steps
     room.draft = None
     names = {s["name"] for s in steps}
-    out = Outgoing("steps/all", steps)
+    out = room.steps_out = Outgoing("steps/all", steps)
     for student in room.students():
         for name in [n for n in student.statuses if n not in names]:
             del student.statuses[name]
