@@ -58,6 +58,7 @@ REATTACH = frozenset({"room/join", "room/rehost", "room/rejoin"})
 OUTBOX_MESSAGES = 10_000
 COUNTED = frozenset({"room_not_found", "user_not_found", "bad_token"})
 TOUCH_INTERVAL = 30.0
+MAX_INFLIGHT = 1000  # forwarded commands being handled at once
 
 _encode = msgspec.msgpack.encode
 _decode = msgspec.msgpack.decode
@@ -225,6 +226,7 @@ class Cluster:
         self._stats_events: dict[int, trio.Event] = {}
         self._watched: set[str] = set()
         self._next_touch = 0.0
+        self._inflight = trio.Semaphore(MAX_INFLIGHT)
         self._nursery: trio.Nursery | None = None
 
     # -- lifetime ---------------------------------------------------------------------
@@ -620,6 +622,9 @@ class Cluster:
                 continue
             kind = msg.get("t")
             if kind == "cmd":
+                # Bounded: when this many forwarded commands wait for their rooms, the inbox
+                # stops being read, Redis drops what overflows, and those clients get 1011.
+                await self._inflight.acquire()
                 self.spawn(self._remote_command, msg)
             elif kind == "out":
                 self._deliver(msg["items"])
@@ -632,6 +637,12 @@ class Cluster:
 
     async def _remote_command(self, msg: dict[str, Any]) -> None:
         """Run a command forwarded by another node for a room we own."""
+        try:
+            await self._remote_command_inner(msg)
+        finally:
+            self._inflight.release()
+
+    async def _remote_command_inner(self, msg: dict[str, Any]) -> None:
         key = (msg["from"], msg["c"])
         rc = self.remote.get(key)
         if rc is None:
@@ -868,6 +879,10 @@ class Cluster:
                                 conn.replaced = True
                                 conn.remote_owner = None
                                 conn.close(1011, "the room's node is gone; resume")
+                for node in list(self._outboxes):
+                    if node not in {rc.node for rc in self.remote.values()} and \
+                            not await self.bp.is_alive(node):
+                        self._outboxes.pop(node).close()  # its sender task ends
                 for node in {rc.node for rc in self.remote.values()}:
                     if not await self.bp.is_alive(node):
                         for (n, cid) in [k for k in self.remote if k[0] == node]:
