@@ -3,93 +3,22 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
-from functools import partial
 from typing import Any
 
-import h11
 import trio
 
+from tests.fake_notion import FakeNotion, Reply, Responder, json_reply
 from tests.support import Client, Relay, StartRelay, fails, quiet
 
 HEX = "0123456789abcdef0123456789ABCDEF"
 UUID = "01234567-89ab-cdef-0123-456789abcdef"
 IMPORT_OK = {"type": "SUCCESS", "message": "Tasks were imported successfully!"}
 BUSY = "An import is already running"
+SUFFIX = "?pvs=4#frag"
 
 
-# -- a tiny Notion stand-in on 127.0.0.1 ------------------------------------------------
-Answer = tuple[int, bytes, list[tuple[str, str]]]
-Responder = Callable[[int, Any], Awaitable[Answer]]
-
-
-def answer(data: Any, status: int = 200) -> Answer:
-    return status, json.dumps(data).encode(), []
-
-
-class FakeNotion:
-    """HTTP/1.1 server (trio + h11) that records every request and answers via ``respond``."""
-
-    def __init__(self, respond: Responder | None = None) -> None:
-        self.respond = respond or self._empty
-        self.requests: list[dict[str, Any]] = []
-        self.port = 0
-
-    @staticmethod
-    async def _empty(index: int, body: Any) -> Answer:
-        return answer({"recordMap": {"block": {}}, "cursor": {"stack": []}})
-
-    async def start(self, nursery: trio.Nursery) -> FakeNotion:
-        listeners = await nursery.start(partial(trio.serve_tcp, self._serve, 0,
-                                                host="127.0.0.1"))
-        self.port = listeners[0].socket.getsockname()[1]
-        return self
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def page_url(self, host: str = "127.0.0.1") -> str:
-        return f"http://{host}:{self.port}/workspace/My-Tasks-{HEX}?pvs=4#frag"
-
-    async def _serve(self, stream: trio.SocketStream) -> None:
-        conn = h11.Connection(h11.SERVER)
-        try:
-            while True:
-                request: h11.Request | None = None
-                body = b""
-                while True:
-                    event = conn.next_event()
-                    if event is h11.NEED_DATA:
-                        conn.receive_data(await stream.receive_some(65536))
-                    elif isinstance(event, h11.Request):
-                        request = event
-                    elif isinstance(event, h11.Data):
-                        body += event.data
-                    elif isinstance(event, h11.EndOfMessage):
-                        break
-                    else:  # ConnectionClosed
-                        return
-                assert request is not None
-                parsed = json.loads(body) if body else None
-                index = len(self.requests)
-                self.requests.append({
-                    "method": request.method.decode(),
-                    "target": request.target.decode(),
-                    "headers": {k.decode().lower(): v.decode() for k, v in request.headers},
-                    "body": parsed,
-                })
-                status, payload, headers = await self.respond(index, parsed)
-                head = [("Content-Type", "application/json"),
-                        ("Content-Length", str(len(payload))), *headers]
-                await stream.send_all(conn.send(h11.Response(status_code=status, headers=head)))
-                await stream.send_all(conn.send(h11.Data(data=payload)))
-                await stream.send_all(conn.send(h11.EndOfMessage()))
-                if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
-                    return
-                conn.start_next_cycle()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError):
-            return
+def answer(data: Any, status: int = 200) -> Reply:
+    return json_reply(data, status=status)
 
 
 def block(kind: str, title: Any = None, content: list[str] | None = None) -> dict[str, Any]:
@@ -125,7 +54,7 @@ NOTION_STEPS = [
 ]
 
 
-async def two_chunks(index: int, body: Any) -> Answer:
+async def two_chunks(index: int, body: Any) -> Reply:
     if index == 0:
         return answer({"recordMap": {"block": CHUNK_1}, "cursor": CURSOR})
     return answer({"recordMap": {"block": CHUNK_2}, "cursor": {"stack": []}})
@@ -133,7 +62,7 @@ async def two_chunks(index: int, body: Any) -> Answer:
 
 async def notion_relay(start_relay: StartRelay, nursery: trio.Nursery,
                        respond: Responder | None = None) -> tuple[Relay, FakeNotion]:
-    fake = await FakeNotion(respond).start(nursery)
+    fake = await FakeNotion(respond, page_hex=HEX, page_suffix=SUFFIX).start(nursery)
     relay = await start_relay(notion_base_urls=[fake.base])
     return relay, fake
 
@@ -281,10 +210,10 @@ async def test_notion_import_success(start_relay: StartRelay, nursery: trio.Nurs
     # The requests: POST loadPageChunk with the exact bodies, following the cursor.
     assert len(fake.requests) == 2
     for index, request in enumerate(fake.requests):
-        assert request["method"] == "POST"
-        assert request["target"] == "/api/v3/loadPageChunk"
-        assert request["headers"]["content-type"] == "application/json"
-        assert request["body"] == {
+        assert request.method == "POST"
+        assert request.target == "/api/v3/loadPageChunk"
+        assert request.headers["content-type"] == "application/json"
+        assert request.body == {
             "page": {"id": UUID}, "limit": 50,
             "cursor": {"stack": []} if index == 0 else CURSOR,
             "chunkNumber": index, "verticalColumns": False}
@@ -297,7 +226,7 @@ async def test_notion_runs_in_background_and_second_import_fails(
         start_relay: StartRelay, nursery: trio.Nursery) -> None:
     gate = trio.Event()
 
-    async def slow(index: int, body: Any) -> Answer:
+    async def slow(index: int, body: Any) -> Reply:
         await gate.wait()
         return await two_chunks(index, body)
 
@@ -331,8 +260,8 @@ async def test_notion_runs_in_background_and_second_import_fails(
 
 
 async def test_notion_http_failure(start_relay: StartRelay, nursery: trio.Nursery) -> None:
-    async def broken(index: int, body: Any) -> Answer:
-        return 500, b'{"error":"boom"}', []
+    async def broken(index: int, body: Any) -> Reply:
+        return Reply(500, b'{"error":"boom"}')
 
     relay, fake = await notion_relay(start_relay, nursery, broken)
     host, room, (ann,) = await classroom(relay, "Ann")
@@ -348,15 +277,15 @@ async def test_notion_http_failure(start_relay: StartRelay, nursery: trio.Nurser
 
 
 async def test_notion_bad_answers(start_relay: StartRelay, nursery: trio.Nursery) -> None:
-    answers: list[Answer] = [
-        (200, b"not json", []),
+    answers: list[Reply] = [
+        Reply(200, b"not json"),
         answer({"recordMap": {"block": {}}}),  # zero tasks
-        (302, b"", [("Location", "placeholder")]),
+        Reply(302, headers=[("Location", "placeholder")]),
     ]
-    target = await FakeNotion().start(nursery)
-    answers[2] = (302, b"", [("Location", target.page_url())])
+    target = await FakeNotion(page_hex=HEX, page_suffix=SUFFIX).start(nursery)
+    answers[2] = Reply(302, headers=[("Location", target.page_url())])
 
-    async def scripted(index: int, body: Any) -> Answer:
+    async def scripted(index: int, body: Any) -> Reply:
         return answers[index]
 
     relay, fake = await notion_relay(start_relay, nursery, scripted)
@@ -371,7 +300,7 @@ async def test_notion_bad_answers(start_relay: StartRelay, nursery: trio.Nursery
 async def test_notion_url_not_allowed_makes_no_request(
         start_relay: StartRelay, nursery: trio.Nursery) -> None:
     relay, fake = await notion_relay(start_relay, nursery, two_chunks)
-    other = await FakeNotion(two_chunks).start(nursery)
+    other = await FakeNotion(two_chunks, page_hex=HEX, page_suffix=SUFFIX).start(nursery)
     host, _, (ann,) = await classroom(relay, "Ann")
     urls = [
         other.page_url(),  # another port
@@ -388,7 +317,7 @@ async def test_notion_url_not_allowed_makes_no_request(
 
 
 async def test_notion_request_cap(start_relay: StartRelay, nursery: trio.Nursery) -> None:
-    async def endless(index: int, body: Any) -> Answer:
+    async def endless(index: int, body: Any) -> Reply:
         return answer({"recordMap": {"block": {}}, "cursor": CURSOR})
 
     relay, fake = await notion_relay(start_relay, nursery, endless)
@@ -396,14 +325,14 @@ async def test_notion_request_cap(start_relay: StartRelay, nursery: trio.Nursery
     frames = await host.call("steps/import", {"url": fake.page_url()})
     assert check_import_failure(frames) == "The Notion page is too large"
     assert len(fake.requests) == 100
-    assert [r["body"]["chunkNumber"] for r in fake.requests] == list(range(100))
+    assert [r.body["chunkNumber"] for r in fake.requests] == list(range(100))
 
 
 async def test_notion_room_closed_during_import(
         start_relay: StartRelay, nursery: trio.Nursery) -> None:
     gate = trio.Event()
 
-    async def slow(index: int, body: Any) -> Answer:
+    async def slow(index: int, body: Any) -> Reply:
         await gate.wait()
         return await two_chunks(index, body)
 
@@ -467,8 +396,8 @@ class SioClient:
 
 
 async def test_import_over_socketio(start_relay: StartRelay, nursery: trio.Nursery) -> None:
-    async def broken(index: int, body: Any) -> Answer:
-        return 404, b"{}", []
+    async def broken(index: int, body: Any) -> Reply:
+        return Reply(404, b"{}")
 
     relay, fake = await notion_relay(start_relay, nursery, broken)
     host = await SioClient.connect(relay)

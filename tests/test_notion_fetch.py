@@ -3,130 +3,23 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-import h11
 import pytest
 import trio
 
 from relay.core.notion_fetch import fetch_notion_tasks
 from relay.core.steps_import import ImportFailure
+from tests.fake_notion import FakeNotion, Reply, Responder, json_reply
 
 HEX = "0123456789abcdef0123456789abcdef"
 UUID = "01234567-89ab-cdef-0123-456789abcdef"
 MIB = 1024 * 1024
 
 
-@dataclass
-class Reply:
-    status: int = 200
-    body: bytes = b""
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    chunked: bool = False  # no Content-Length; body sent in several pieces
-    stall: bool = False  # never answer
-
-
-def json_reply(data: Any, **kwargs: Any) -> Reply:
-    return Reply(body=json.dumps(data).encode(), **kwargs)
-
-
-@dataclass
-class Recorded:
-    method: str
-    target: str
-    headers: dict[str, str]
-    body: Any
-
-
-Responder = Callable[[int, Any], Reply]
-
-
-class FakeNotion:
-    """A tiny HTTP/1.1 server; ``respond(index, json_body)`` decides every answer."""
-
-    def __init__(self, respond: Responder) -> None:
-        self.respond = respond
-        self.requests: list[Recorded] = []
-        self.port = 0
-
-    async def start(self, nursery: trio.Nursery) -> None:
-        listeners = await nursery.start(partial(trio.serve_tcp, self._serve, 0, host="127.0.0.1"))
-        self.port = listeners[0].socket.getsockname()[1]
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def page_url(self) -> str:
-        return f"{self.base}/workspace/My-Tasks-{HEX}?pvs=4"
-
-    async def _serve(self, stream: trio.SocketStream) -> None:
-        conn = h11.Connection(h11.SERVER)
-        try:
-            while True:
-                request = await self._read_request(conn, stream)
-                if request is None:
-                    return
-                self.requests.append(request)
-                reply = self.respond(len(self.requests) - 1, request.body)
-                if reply.stall:
-                    await trio.sleep_forever()
-                await self._send_reply(conn, stream, reply)
-                if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
-                    return
-                conn.start_next_cycle()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError):
-            pass  # the client hung up, e.g. after reaching its byte cap
-        finally:
-            await stream.aclose()
-
-    @staticmethod
-    async def _read_request(conn: h11.Connection, stream: trio.SocketStream) -> Recorded | None:
-        head: h11.Request | None = None
-        body = b""
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                conn.receive_data(await stream.receive_some(65536))
-            elif isinstance(event, h11.Request):
-                head = event
-            elif isinstance(event, h11.Data):
-                body += event.data
-            elif isinstance(event, h11.EndOfMessage):
-                assert head is not None
-                headers = {k.decode().lower(): v.decode() for k, v in head.headers}
-                return Recorded(
-                    head.method.decode(),
-                    head.target.decode(),
-                    headers,
-                    json.loads(body) if body else None,
-                )
-            elif isinstance(event, h11.ConnectionClosed):
-                return None
-
-    @staticmethod
-    async def _send_reply(conn: h11.Connection, stream: trio.SocketStream, reply: Reply) -> None:
-        headers = [("Content-Type", "application/json"), *reply.headers]
-        if not reply.chunked:
-            headers.append(("Content-Length", str(len(reply.body))))
-        await stream.send_all(conn.send(h11.Response(status_code=reply.status, headers=headers)))
-        step = 256 * 1024 if reply.chunked else max(len(reply.body), 1)
-        for start in range(0, len(reply.body), step):
-            data = conn.send(h11.Data(data=reply.body[start : start + step]))
-            assert data is not None
-            await stream.send_all(data)
-        end = conn.send(h11.EndOfMessage())
-        assert end is not None
-        await stream.send_all(end)
-
-
 async def serve(nursery: trio.Nursery, respond: Responder) -> FakeNotion:
-    server = FakeNotion(respond)
-    await server.start(nursery)
-    return server
+    return await FakeNotion(respond, page_hex=HEX).start(nursery)
 
 
 async def failure_of(server: FakeNotion, **kwargs: Any) -> str:
