@@ -51,8 +51,7 @@ def web_port_middleware(inner: ASGIApp) -> ASGIApp:
         if scope["type"] == "websocket":
             body = b'{"error":"not_found"}'
             headers = [(b"content-type", b"application/json"),
-                       (b"content-length", str(len(body)).encode()),
-                       (b"cache-control", b"no-store")]
+                       (b"content-length", str(len(body)).encode())]
             await send({"type": "websocket.http.response.start", "status": 404,
                         "headers": headers})
             await send({"type": "websocket.http.response.body", "body": body,
@@ -90,7 +89,9 @@ def create_app(server: RelayServer) -> QuartTrio:
 
     @app.after_request
     async def no_store(response: Response) -> Response:
-        response.headers["Cache-Control"] = "no-store"
+        # The server adds "Cache-Control: no-store" to every answer (stats_web/server.py);
+        # drop any other caching header (e.g. Quart's on static files) so it is the only one.
+        response.headers.pop("Cache-Control", None)
         return response
 
     @app.errorhandler(HTTPException)

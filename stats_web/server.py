@@ -14,9 +14,21 @@ if TYPE_CHECKING:
     from relay.server import RelayServer
 
 
+class _Config(HypercornConfig):
+    """Hypercorn settings that add ``Cache-Control: no-store`` to every answer.
+
+    Appendix C wants it on every HTTP answer of the port, including the 400s Hypercorn
+    sends itself for malformed requests, where the app never runs: the server's own
+    header list is the one place every answer goes through.
+    """
+
+    def response_headers(self, protocol: str) -> list[tuple[bytes, bytes]]:
+        return [*super().response_headers(protocol), (b"cache-control", b"no-store")]
+
+
 async def serve_web(server: RelayServer, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
     """Serve the web port; reports the bound port through ``task_status``."""
-    cfg = HypercornConfig()
+    cfg = _Config()
     cfg.bind = [f"{server.config.host}:{server.config.http_port}"]
     cfg.accesslog = None
     cfg.errorlog = None

@@ -242,7 +242,6 @@ def register(app: QuartTrio, server: RelayServer) -> None:
     def respond(body: str, status: int, relay_origin: str | None) -> Response:
         response = Response(body, status, content_type=HTML)
         response.headers["Content-Security-Policy"] = content_security_policy(relay_origin)
-        response.headers["Cache-Control"] = "no-store"
         response.headers["Referrer-Policy"] = "no-referrer"  # /view's URL carries a token
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Permissions-Policy"] = "display-capture=(self)"

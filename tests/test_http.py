@@ -294,13 +294,8 @@ async def test_origin_does_not_apply_to_plain_http(start_relay: StartRelay) -> N
     assert r.status in (403, 404)
 
 
-BUG_WEB_400 = (
-    "stats_web/server.py serve_web: Hypercorn answers a malformed request with its own h11 "
-    "400 (the ASGI app never runs), so that answer lacks Cache-Control: no-store")
-
-
 @pytest.mark.parametrize("which", [
-    "relay", pytest.param("web", marks=pytest.mark.xfail(reason=BUG_WEB_400, strict=True)),
+    "relay", "web",
 ])
 @pytest.mark.parametrize("request_bytes", [
     b"GARBAGE\r\n\r\n", b"GET /healthz HTTP/1.1\r\nBad Header\r\n\r\n",
