@@ -477,12 +477,19 @@ class Cluster:
         return event
 
     async def _room_loop(self) -> None:
-        async for channel, _data in self.bp.room_messages:
+        async for channel, data in self.bp.room_messages:
             if channel.startswith("stats:"):
                 room_id = int(channel[6:])
                 event = self._stats_events.pop(room_id, None)
                 if event is not None:
                     event.set()
+                if data == b"closed" and channel in self._watched:
+                    # The room is gone: stop listening (streams see it on their next read).
+                    self._watched.discard(channel)
+                    self.spawn(self._unsubscribe, channel)
+
+    async def _unsubscribe(self, channel: str) -> None:
+        await self.bp.unsubscribe_room(channel)
 
     async def _snapshot(self, room_id: int, last_id: str) -> None:
         room = self.hub.rooms.get(room_id)
@@ -503,6 +510,7 @@ class Cluster:
     async def _forget(self, room_id: int) -> None:
         """The room was closed or expired: drop it from Redis and from this node."""
         self.owned.pop(room_id, None)
+        self._stats_locks.pop(room_id, None)
         try:
             await self.bp.delete_room(room_key(room_id))
             await self.bp.kv_delete(f"room:{room_id}")

@@ -51,10 +51,11 @@ from relay.stats_source import ClusterStats, LocalStats, StatsSource
 from signaling.ws_rooms import SignalingHub
 
 from .transport.connection import CLOSE_REASONS, WebSocketConnection
-from .transport.http import origin_allowed, read_request, send_json, send_switching
+from .transport.http import origin_allowed, read_request, send_body, send_json, send_switching
 from .transport.observer import ObserverConnection
 from .transport.ratelimit import RateLimiter
 from .transport.signaling import SignalingConnection
+from .transport.sio_handshake import check_sio_request
 from .transport.wsframe import accept_key, text_frame
 
 log = logging.getLogger("relay.server")
@@ -192,11 +193,9 @@ class RelayServer:
                 status, body = self.health()
                 await send_json(stream, status, body, head=request.method == "HEAD")
             elif path in SIO_PATHS:
-                from .transport.sio_handshake import check_sio_request
-
                 answer = check_sio_request(False, request.query)
                 assert answer is not None
-                await send_json_bytes(stream, *answer)
+                await send_body(stream, *answer)
             else:
                 await send_json(stream, 404, {"error": "not_found"})
             return
@@ -207,11 +206,9 @@ class RelayServer:
             await send_json(stream, 403, {"error": "origin_not_allowed"})
             return
         if path in SIO_PATHS:
-            from .transport.sio_handshake import check_sio_request
-
             answer = check_sio_request(True, request.query)
             if answer is not None:
-                await send_json_bytes(stream, *answer)
+                await send_body(stream, *answer)
                 return
         key = request.headers.get("sec-websocket-key")
         if not key or request.headers.get("sec-websocket-version") != "13":
@@ -477,8 +474,3 @@ class RelayServer:
             event = self.stats_waiters[room_id] = trio.Event()
         await event.wait()
 
-
-async def send_json_bytes(stream: trio.abc.Stream, status: int, body: bytes) -> None:
-    from .transport.http import send_body
-
-    await send_body(stream, status, body)

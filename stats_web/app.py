@@ -129,12 +129,16 @@ def create_app(server: RelayServer) -> QuartTrio:
             events_url=url_for("stats_events", raw_id=found.room.room_id),
             api_url=url_for("stats_api", raw_id=found.room.room_id))
 
+    def refused(denied: Denied | None) -> Response:
+        """The JSON 404/403 of the API and the event stream."""
+        assert denied is not None
+        return json_response({"error": ERRORS[denied]}, denied.value)
+
     @app.get("/roomstats/<raw_id>/events")
     async def stats_events(raw_id: str) -> Response:
         found = await find_room(server, raw_id, request.args.get("key"))
         if found.room is None:
-            assert found.denied is not None
-            return json_response({"error": ERRORS[found.denied]}, found.denied.value)
+            return refused(found.denied)
         response = Response(stats_stream(server, found.room), content_type="text/event-stream")
         response.timeout = None  # streams for as long as needed
         response.headers["X-Accel-Buffering"] = "no"
@@ -144,8 +148,7 @@ def create_app(server: RelayServer) -> QuartTrio:
     async def stats_api(raw_id: str) -> Response:
         found = await find_room(server, raw_id, request.args.get("key"))
         if found.room is None:
-            assert found.denied is not None
-            return json_response({"error": ERRORS[found.denied]}, found.denied.value)
+            return refused(found.denied)
         return json_response(found.room.document)
 
     share_pages.register(app, server)

@@ -61,8 +61,6 @@ class Hub:
         *,
         monotonic: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
-        claim_room_id: Callable[[int], bool] | None = None,
-        release_room_id: Callable[[int], None] | None = None,
     ) -> None:
         self.settings = settings or CoreSettings()
         self.monotonic = monotonic
@@ -71,9 +69,6 @@ class Hub:
         self.entropy: ids.Entropy = ids.SecureEntropy()
         self.rooms: dict[int, Room] = {}
         self._join_failures: dict[str, deque[float]] = {}
-        # The backplane decides room-id uniqueness across processes.
-        self._claim = claim_room_id or (lambda rid: rid not in self.rooms)
-        self._release = release_room_id or (lambda rid: None)
 
     # -- entry points ---------------------------------------------------------------
     def handle(self, session: Session, event: str, data: Any) -> Outcome:
@@ -164,14 +159,13 @@ class Hub:
 
     def remove_room(self, room: Room) -> list[Action]:
         self.rooms.pop(room.room_id, None)
-        self._release(room.room_id)
         return [RoomClosed(room.room_id, tuple(room.participants)), StatsChanged(room.room_id)]
 
     # -- helpers used by the lifecycle handlers ---------------------------------------
     def new_room(self) -> Room:
         while True:
             room_id = self.entropy.room_id()
-            if room_id not in self.rooms and self._claim(room_id):
+            if room_id not in self.rooms:
                 break
         room = Room(room_id=room_id, stats_key=self.entropy.token())
         self.rooms[room_id] = room

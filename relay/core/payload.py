@@ -10,11 +10,6 @@ from typing import Any
 from .errors import invalid, too_large
 
 
-def is_int(value: object) -> bool:
-    """JSON integers only: ``true``/``false`` are not integers, ``1.0`` is not one."""
-    return type(value) is int
-
-
 def obj(data: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise invalid("payload must be an object")
