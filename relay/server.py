@@ -51,6 +51,7 @@ from relay.stats_source import ClusterStats, LocalStats, StatsSource
 from signaling.ws_rooms import SignalingHub
 
 from .transport.connection import CLOSE_REASONS, WebSocketConnection
+from .transport.heartbeat import TICK, HeartbeatWheel
 from .transport.http import origin_allowed, read_request, send_body, send_json, send_switching
 from .transport.observer import ObserverConnection
 from .transport.ratelimit import RateLimiter
@@ -96,6 +97,10 @@ class RelayServer:
         self.signaling = SignalingHub()
         self.conns: dict[tuple[int, int], ObserverConnection] = {}
         self.connections: set[WebSocketConnection] = set()
+        cfg = self.config
+        self.heartbeat_wheel = HeartbeatWheel(max(0.01, min(
+            TICK, cfg.heartbeat_interval / 4, cfg.heartbeat_timeout / 4,
+            cfg.sio_ping_interval / 4, cfg.sio_ping_timeout / 4)))
         self.ws_conns: dict[int, SignalingConnection] = {}
         self.rooms: dict[int, RoomRuntime] = {}
         self.stats_waiters: dict[int, trio.Event] = {}
@@ -149,14 +154,10 @@ class RelayServer:
 
     async def _heartbeats(self) -> None:
         """One timer for every connection's heartbeat (no task per connection)."""
-        cfg = self.config
-        tick = max(0.01, min(1.0, cfg.heartbeat_interval / 4, cfg.heartbeat_timeout / 4,
-                             cfg.sio_ping_interval / 4, cfg.sio_ping_timeout / 4))
+        wheel = self.heartbeat_wheel
         while True:
-            await trio.sleep(tick)
-            now = trio.current_time()
-            for conn in list(self.connections):
-                conn.heartbeat(now)
+            await trio.sleep(wheel.tick)
+            wheel.advance(trio.current_time())
 
     async def _janitor(self) -> None:
         while True:
@@ -226,11 +227,13 @@ class RelayServer:
             self.cluster.local[conn.cid] = conn  # type: ignore[attr-defined]
         del request  # the handshake's headers are not kept for the connection's lifetime
         self.connections.add(conn)
+        self.heartbeat_wheel.add(conn, conn.heartbeat_due())
         self.metrics.inc("observer_connections_opened", conn.endpoint)
         try:
             await conn.run()
         finally:
             self.connections.discard(conn)
+            self.heartbeat_wheel.discard(conn)
             code = conn.close_code if conn.close_code is not None else 1006
             self.metrics.inc("observer_disconnects", CLOSE_REASONS.get(code, "normal"))
 

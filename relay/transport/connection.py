@@ -29,6 +29,7 @@ from relay.core.model import Participant
 from relay.core.outgoing import Outgoing
 
 from . import wsframe
+from .heartbeat import first_ping_delay
 
 if TYPE_CHECKING:
     from relay.server import RelayServer
@@ -60,7 +61,7 @@ class WebSocketConnection:
         "_accepting", "_close_sent", "_closing", "_control", "_fd", "_flush_deadline", "_nursery",
         "_partial", "_partial_size", "_pings", "_pre", "_queue", "_queue_bytes",
         "_send_deadline", "_send_scope", "_writing", "_ws", "close_code", "config", "cursor",
-        "endpoint", "hb_interval", "hb_timeout", "ip", "participant", "peer_closed",
+        "endpoint", "hb_interval", "hb_slot", "hb_timeout", "ip", "participant", "peer_closed",
         "ping_due", "pong_deadline", "replay_end", "server", "stream",
     )
 
@@ -97,11 +98,9 @@ class WebSocketConnection:
         self._close_sent: trio.Event | None = None
         self.peer_closed = False
         self.close_code: int | None = None
-        # Heartbeat, driven by ``RelayServer``'s timer.
-        now = trio.current_time()
-        self.hb_interval = self.config.heartbeat_interval
-        self.hb_timeout = self.config.heartbeat_timeout
-        self.ping_due = now + self.hb_interval
+        # Heartbeat, driven by ``RelayServer``'s timing wheel.
+        self.hb_slot = 0
+        self.set_heartbeat(self.config.heartbeat_interval, self.config.heartbeat_timeout)
         self.pong_deadline = math.inf
         self._pings = 0
         # Observer participants (unused on /ws).
@@ -430,18 +429,29 @@ class WebSocketConnection:
         self.peer_closed = True
         self._closed_out()
 
-    # -- heartbeat (called by the server's timer) -------------------------------------
-    def heartbeat(self, now: float) -> None:
+    # -- heartbeat (called by the server's timing wheel) ------------------------------
+    def set_heartbeat(self, interval: float, timeout: float) -> None:
+        self.hb_interval = interval
+        self.hb_timeout = timeout
+        self.ping_due = trio.current_time() + first_ping_delay(interval)
+
+    def heartbeat_due(self) -> float:
+        """When ``heartbeat`` has something to do next."""
+        return min(self.ping_due, self.pong_deadline)
+
+    def heartbeat(self, now: float) -> float:
+        """Ping when due, close with 4004 when a pong is late; returns the next check."""
         if self._closing is not None:
-            return
+            return math.inf
         if now >= self.pong_deadline:
             self.close(4004, "heartbeat timeout")
-            return
+            return math.inf
         if now >= self.ping_due:
             self.ping_due = now + self.hb_interval
             if self.pong_deadline == math.inf:
                 self.pong_deadline = now + self.hb_timeout
             self.send_control(self.ping_frame())
+        return self.heartbeat_due()
 
     def ping_frame(self) -> bytes:
         self._pings += 1

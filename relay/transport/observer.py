@@ -35,6 +35,10 @@ class ObserverConnection(WebSocketConnection):
         self.replaced = False
         self._limiter = server.new_rate_limiter()
         self.connect_deadline = math.inf
+        if getattr(codec, "open_packet", None) is not None:
+            # Socket.IO: Engine.IO's own heartbeat and a deadline for the namespace connect.
+            self.set_heartbeat(self.config.sio_ping_interval, self.config.sio_ping_timeout)
+            self.connect_deadline = trio.current_time() + SIO_CONNECT_DEADLINE
         self.cid = 0  # scale-out: this node's id for the connection
         self.remote_owner: str | None = None  # scale-out: the node that owns our room
 
@@ -122,20 +126,19 @@ class ObserverConnection(WebSocketConnection):
     def on_open(self) -> None:
         open_packet = getattr(self.codec, "open_packet", None)
         if open_packet is not None:
-            # Socket.IO: the Engine.IO open packet at once, its own heartbeat, a deadline
-            # for the namespace connect.
-            self.hb_interval = self.config.sio_ping_interval
-            self.hb_timeout = self.config.sio_ping_timeout
-            now = trio.current_time()
-            self.ping_due = now + self.hb_interval
-            self.connect_deadline = now + SIO_CONNECT_DEADLINE
-            self.push(open_packet())
+            self.push(open_packet())  # Socket.IO: the Engine.IO open packet at once
 
-    def heartbeat(self, now: float) -> None:
-        if now >= self.connect_deadline and not getattr(self.codec, "connected", True):
-            self.close(1008, "no namespace connect within 45 s")
-            return
-        super().heartbeat(now)
+    def heartbeat_due(self) -> float:
+        return min(super().heartbeat_due(), self.connect_deadline)
+
+    def heartbeat(self, now: float) -> float:
+        if self.connect_deadline != math.inf:
+            if getattr(self.codec, "connected", True):
+                self.connect_deadline = math.inf
+            elif now >= self.connect_deadline:
+                self.close(1008, "no namespace connect within 45 s")
+                return math.inf
+        return super().heartbeat(now)
 
     def ping_frame(self) -> bytes:
         ping = getattr(self.codec, "ping_frame", None)
