@@ -18,6 +18,7 @@ the room steals the lease and rebuilds it; a dead client node's participants go 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import pickle
 import secrets
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import trio
 
+from relay.backplane.group_commit import GroupCommit
 from relay.backplane.redis import BackplaneUnavailable, RedisBackplane
 from relay.codecs.base import Ref
 from relay.codecs.plain import PlainCodec
@@ -59,6 +61,9 @@ OUTBOX_MESSAGES = 10_000
 COUNTED = frozenset({"room_not_found", "user_not_found", "bad_token"})
 TOUCH_INTERVAL = 30.0
 MAX_INFLIGHT = 1000  # forwarded commands being handled at once
+MAX_MERGED = 256  # inbox messages merged into one PUBLISH
+COMMIT_GRACE = 5.0  # longest a command may finish after its client went away
+STATS_FLUSH = 0.25  # seconds between writes of changed rooms' stats documents
 
 _encode = msgspec.msgpack.encode
 _decode = msgspec.msgpack.decode
@@ -219,10 +224,12 @@ class Cluster:
         self._pending: dict[int, trio.MemorySendChannel[list[Any]]] = {}
         self._next_id = 0
         self._locks: dict[int, trio.Lock] = {}  # serialises locate/rebuild per room
-        self._outboxes: dict[str, trio.MemorySendChannel[bytes]] = {}
+        self._outboxes: dict[str, trio.MemorySendChannel[tuple[bytes, int]]] = {}
+        self.commits = GroupCommit(self.bp.append_many)
+        self._stats_dirty: set[int] = set()
         #: Rooms removed here recently, while other nodes may still route to us.
         self._gone: set[int] = set()
-        self._stats_locks: dict[int, trio.Lock] = {}
+        self._stats_write = trio.Lock()  # the stats loop's writes vs. a room's removal
         self._stats_events: dict[int, trio.Event] = {}
         self._watched: set[str] = set()
         self._next_touch = 0.0
@@ -234,6 +241,8 @@ class Cluster:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await nursery.start(self.bp.run)
+            nursery.start_soon(self.commits.run)
+            nursery.start_soon(self._stats_loop)
             nursery.start_soon(self._inbox_loop)
             nursery.start_soon(self._watch_loop)
             nursery.start_soon(self._room_loop)
@@ -277,11 +286,16 @@ class Cluster:
         if room_id is None:
             self.server.handle_event(conn, event, data, ref)  # fails without room state
             return
-        try:
-            owner = await self._locate(room_id)
-        except BackplaneUnavailable:
-            self._fail(conn, event, ref, "internal", "the backplane is unavailable")
-            return
+        # A bound connection keeps the owner it was attached through: no lookup per event.
+        # If that node died, ``_forward`` closes the connection (1011) and the client
+        # resumes; if it lost the room, it closes the room's connections itself.
+        owner = conn.remote_owner if session.bound else None
+        if owner is None:
+            try:
+                owner = await self._locate(room_id)
+            except BackplaneUnavailable:
+                self._fail(conn, event, ref, "internal", "the backplane is unavailable")
+                return
         for _attempt in range(3):
             if owner is None:
                 self.server.handle_event(conn, event, data, ref)  # room_not_found etc.
@@ -360,7 +374,7 @@ class Cluster:
                     await self.bp.release_id("room", str(room_id))
                 else:
                     await self.bp.kv_set(f"room:{room_id}", room.stats_key.encode())
-                    await self._publish_stats(room_id)
+                    self.stats_changed(room_id)
                 self._after_command(room_id, owned)
         except BackplaneUnavailable:
             self._fail(conn, "room/create", ref, "internal", "the backplane is unavailable")
@@ -369,7 +383,7 @@ class Cluster:
                       seed: bytes, now: float, kind: str = "cmd") -> str:
         entry = {"k": kind, "ip": session.ip, "r": session.room_id, "u": session.user_id,
                  "b": session.blocked, "e": event, "d": data, "s": seed, "t": now}
-        return await self.bp.append(room_key(room_id), _encode(entry))
+        return await self.commits.append(room_key(room_id), _encode(entry))
 
     async def _run(self, room_id: int, conn: Any, event: str, data: Any,
                    ref: Ref | None) -> str | None:
@@ -388,16 +402,21 @@ class Cluster:
                 self._fail(conn, event, ref, "internal", "the room is moving; try again")
                 self._flush()
                 return "internal"
-            try:
-                owned.last_id = await self._append(room_id, conn.session, event, data, seed, now)
-            except BackplaneUnavailable:
-                self._fail(conn, event, ref, "internal", "the backplane is unavailable")
-                self._flush()
-                return "internal"
-            with self._deterministic(seed, now):
-                error = self.server.handle_event(conn, event, data, ref)
-            self._after_command(room_id, owned)
-            return error
+            # Once handed to the log the command may be durable, so it is applied even if
+            # the client's task is cancelled meanwhile (the log and the room must agree).
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + COMMIT_GRACE):
+                try:
+                    owned.last_id = await self._append(room_id, conn.session, event, data,
+                                                       seed, now)
+                except BackplaneUnavailable:
+                    self._fail(conn, event, ref, "internal", "the backplane is unavailable")
+                    self._flush()
+                    return "internal"
+                with self._deterministic(seed, now):
+                    error = self.server.handle_event(conn, event, data, ref)
+                self._after_command(room_id, owned)
+                return error
+            return "internal"  # Redis did not answer within the grace: nothing was applied
 
     async def disconnected(self, room_id: int, session: Session) -> None:
         """A participant's connection ended (local or remote): log it, then go offline."""
@@ -443,22 +462,33 @@ class Cluster:
             self.spawn(self._snapshot, room_id, owned.last_id)
 
     def stats_changed(self, room_id: int) -> None:
+        """Coalesced: ``_stats_loop`` writes each changed room at most every STATS_FLUSH."""
         if room_id in self.owned:
-            self.spawn(self._publish_stats, room_id)
+            self._stats_dirty.add(room_id)
 
-    async def _publish_stats(self, room_id: int) -> None:
-        """Write the room's stats document for every node's web port, then notify."""
-        lock = self._stats_locks.setdefault(room_id, trio.Lock())
-        async with lock:  # one writer per room, reading the state just before writing
-            room = self.hub.rooms.get(room_id)
-            if room is None:
-                return
-            blob = _encode((room.stats_version, room_stats(room, time.time())))
-            try:
-                await self.bp.kv_set(f"stats:{room_id}", blob)
-                await self.bp.publish_room(f"stats:{room_id}", b"changed")
-            except BackplaneUnavailable:
-                pass
+    async def _stats_loop(self) -> None:
+        """Write the documents of the rooms that changed, all in one round trip.
+
+        The stats page and its SSE stream show at most one update a second (§8), so
+        writing a busy room's document after every status change would only cost Redis
+        round trips and ``room_stats`` builds that nobody sees.
+        """
+        while True:
+            await trio.sleep(STATS_FLUSH)
+            if not self._stats_dirty:
+                continue
+            async with self._stats_write:
+                dirty, self._stats_dirty = self._stats_dirty, set()
+                docs = []
+                for room_id in dirty:
+                    room = self.hub.rooms.get(room_id)
+                    if room is not None and room_id in self.owned:
+                        blob = _encode((room.stats_version, room_stats(room, time.time())))
+                        docs.append((f"stats:{room_id}", blob, f"stats:{room_id}", b"changed"))
+                try:
+                    await self.bp.write_stats(docs)
+                except BackplaneUnavailable:
+                    self._stats_dirty |= dirty  # try again on the next flush
 
     async def watch_stats(self, room_id: int) -> None:
         """Subscribe this node to a room's stats notices (for its SSE streams)."""
@@ -510,11 +540,12 @@ class Cluster:
     async def _forget(self, room_id: int) -> None:
         """The room was closed or expired: drop it from Redis and from this node."""
         self.owned.pop(room_id, None)
-        self._stats_locks.pop(room_id, None)
+        self._stats_dirty.discard(room_id)
         try:
             await self.bp.delete_room(room_key(room_id))
             await self.bp.kv_delete(f"room:{room_id}")
-            await self.bp.kv_delete(f"stats:{room_id}")
+            async with self._stats_write:  # no stats write of the room may come after this
+                await self.bp.kv_delete(f"stats:{room_id}")
             await self.bp.publish_room(f"stats:{room_id}", b"closed")
             await self.bp.release_room(room_key(room_id))
             await self.bp.release_id("room", str(room_id))
@@ -556,7 +587,7 @@ class Cluster:
         for p in list(room.participants.values()):
             if p.online:
                 await self.disconnected_now(room_id, owned, p)
-        await self._publish_stats(room_id)
+        self.stats_changed(room_id)
 
     async def disconnected_now(self, room_id: int, owned: Owned, p: Participant) -> None:
         now = time.time()
@@ -598,11 +629,15 @@ class Cluster:
                "ep": conn.endpoint, "ip": s.ip, "r": s.room_id, "u": s.user_id,
                "b": s.blocked, "e": event, "d": data, "ref": ref}
         try:
-            await self.bp.publish(owner, _encode(msg))
+            if not self._send_msg(owner, msg, cmd_id):
+                raise BackplaneUnavailable("the outbox to the room's node is full")
             deadline = trio.current_time() + FORWARD_TIMEOUT
             while trio.current_time() < deadline:
                 with trio.move_on_after(WATCH_INTERVAL):
-                    room_id, user_id, error = await recv.receive()
+                    result = await recv.receive()
+                    if not result:
+                        raise BackplaneUnavailable("the command could not be sent")
+                    room_id, user_id, error = result
                     s.room_id, s.user_id = room_id, user_id
                     conn.remote_owner = owner if room_id is not None else None
                     if event in REATTACH and error in COUNTED:
@@ -628,20 +663,27 @@ class Cluster:
                 msg = _decode(raw)
             except msgspec.DecodeError:
                 continue
-            kind = msg.get("t")
-            if kind == "cmd":
-                # Bounded: when this many forwarded commands wait for their rooms, the inbox
-                # stops being read, Redis drops what overflows, and those clients get 1011.
-                await self._inflight.acquire()
-                self.spawn(self._remote_command, msg)
-            elif kind == "out":
-                self._deliver(msg["items"])
-            elif kind == "gone":
-                self._remote_gone(msg["from"], msg["c"])
-            elif kind == "ws":
-                self._ws_remote_message(msg)
-            elif kind == "wsgone":
-                self._ws_stub_gone((msg["from"], msg["c"]))
+            if msg.get("t") == "many":  # several messages merged by the sender's outbox
+                for inner in msg["m"]:
+                    await self._inbox_message(_decode(inner))
+            else:
+                await self._inbox_message(msg)
+
+    async def _inbox_message(self, msg: dict[str, Any]) -> None:
+        kind = msg.get("t")
+        if kind == "cmd":
+            # Bounded: when this many forwarded commands wait for their rooms, the inbox
+            # stops being read, Redis drops what overflows, and those clients get 1011.
+            await self._inflight.acquire()
+            self.spawn(self._remote_command, msg)
+        elif kind == "out":
+            self._deliver(msg["items"])
+        elif kind == "gone":
+            self._remote_gone(msg["from"], msg["c"])
+        elif kind == "ws":
+            self._ws_remote_message(msg)
+        elif kind == "wsgone":
+            self._ws_stub_gone((msg["from"], msg["c"]))
 
     async def _remote_command(self, msg: dict[str, Any]) -> None:
         """Run a command forwarded by another node for a room we own."""
@@ -689,26 +731,50 @@ class Cluster:
             self._send_to(node, items)
 
     def _send_to(self, node: str, items: list[Any]) -> None:
-        """Queue items for a node; one sender task per node keeps them in order."""
+        """Queue frames, closes and results for a node's connections."""
+        self._send_msg(node, {"t": "out", "items": items})
+
+    def _send_msg(self, node: str, msg: dict[str, Any], cmd_id: int = 0) -> bool:
+        """Queue a message for a node's inbox; False if its outbox is full.
+
+        One sender task per node keeps the messages in order and merges what is queued
+        into one PUBLISH; ``cmd_id`` names a forwarded command whose waiter must hear of
+        a failed send.
+        """
         channel = self._outboxes.get(node)
         if channel is None:
-            send, recv = trio.open_memory_channel[bytes](OUTBOX_MESSAGES)
+            send, recv = trio.open_memory_channel[tuple[bytes, int]](OUTBOX_MESSAGES)
             channel = self._outboxes[node] = send
             self.spawn(self._sender, node, recv)
         try:
-            channel.send_nowait(_encode({"t": "out", "items": items}))
+            channel.send_nowait((_encode(msg), cmd_id))
         except trio.WouldBlock:
             log.warning("outbox to node %s is full; closing its connections", node)
             for (n, cid) in [k for k in self.remote if k[0] == node]:
                 self._remote_gone(n, cid)
+            return False
+        return True
 
-    async def _sender(self, node: str, recv: trio.MemoryReceiveChannel[bytes]) -> None:
+    async def _sender(self, node: str, recv: trio.MemoryReceiveChannel[tuple[bytes, int]]
+                      ) -> None:
         async with recv:
-            async for payload in recv:
+            async for first in recv:
+                batch = [first]
+                while len(batch) < MAX_MERGED:
+                    try:
+                        batch.append(recv.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                payload = batch[0][0] if len(batch) == 1 else _encode(
+                    {"t": "many", "m": [raw for raw, _ in batch]})
                 try:
                     await self.bp.publish(node, payload)
                 except BackplaneUnavailable:
-                    pass
+                    for _, cmd_id in batch:
+                        waiter = self._pending.get(cmd_id) if cmd_id else None
+                        if waiter is not None:
+                            with contextlib.suppress(trio.WouldBlock):
+                                waiter.send_nowait([])
 
     def _deliver(self, items: list[Any]) -> None:
         """Frames, closes and command results from an owner for our connections."""
@@ -737,13 +803,8 @@ class Cluster:
         self.local.pop(conn.cid, None)
         owner = conn.remote_owner
         if owner is not None and not conn.replaced:
-            self.spawn(self._publish_gone, owner, conn.cid)
+            self._send_msg(owner, {"t": "gone", "from": self.node, "c": conn.cid})
 
-    async def _publish_gone(self, owner: str, cid: int) -> None:
-        try:
-            await self.bp.publish(owner, _encode({"t": "gone", "from": self.node, "c": cid}))
-        except BackplaneUnavailable:
-            pass
 
     def _remote_gone(self, node: str, cid: int) -> None:
         rc = self.remote.pop((node, cid), None)
@@ -784,10 +845,14 @@ class Cluster:
         send, recv = trio.open_memory_channel[list[Any]](1)
         self._pending[cmd_id] = send
         try:
-            await self.bp.publish(owner, _encode({"t": "ws", "from": self.node, "c": conn.cid,
-                                                  "id": cmd_id, "text": text, "bin": binary}))
+            if not self._send_msg(owner, {"t": "ws", "from": self.node, "c": conn.cid,
+                                          "id": cmd_id, "text": text, "bin": binary}, cmd_id):
+                raise BackplaneUnavailable("the outbox to the room's node is full")
             with trio.move_on_after(FORWARD_TIMEOUT):
-                (in_room,) = await recv.receive()
+                result = await recv.receive()
+                if not result:
+                    raise BackplaneUnavailable("the message could not be sent")
+                (in_room,) = result
                 if in_room and conn.remote_owner is None:
                     # Joined a room of another node: leave ours (no LEFT_ROOM), as §7 says.
                     self.server.deliver_signaling(hub.disconnect(conn.conn_id))
@@ -834,13 +899,7 @@ class Cluster:
     def ws_closed(self, conn: Any) -> None:
         self.local.pop(conn.cid, None)
         if conn.remote_owner is not None:
-            self.spawn(self._publish_ws_gone, conn.remote_owner, conn.cid)
-
-    async def _publish_ws_gone(self, owner: str, cid: int) -> None:
-        try:
-            await self.bp.publish(owner, _encode({"t": "wsgone", "from": self.node, "c": cid}))
-        except BackplaneUnavailable:
-            pass
+            self._send_msg(conn.remote_owner, {"t": "wsgone", "from": self.node, "c": conn.cid})
 
     def _ws_register(self, frames: list[tuple[int, dict[str, Any]]]) -> None:
         for _, frame in frames:

@@ -27,6 +27,7 @@ key), so this targets a single Redis (or a primary with replicas), not Redis Clu
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import secrets
@@ -42,6 +43,8 @@ from coredis.exceptions import ConnectionError as RedisConnectionError
 from coredis.exceptions import ReadOnlyError, RedisError
 from coredis.retry import NoRetryPolicy
 from coredis.tokens import PureToken
+
+from .resp import ReplyError, RespPipe
 
 log = logging.getLogger("relay.backplane")
 
@@ -110,6 +113,15 @@ end
 if cur == ARGV[1] then return 1 end
 return 0
 """
+# Group commit: KEYS[i] is a room log, ARGV[i] its entry; appended in order, one round trip.
+_APPEND_MANY = """
+local ids = {}
+for i, key in ipairs(KEYS) do
+  ids[i] = redis.call('XADD', key, '*', 'd', ARGV[i])
+end
+return ids
+"""
+_APPEND_MANY_SHA = hashlib.sha1(_APPEND_MANY.encode()).hexdigest()  # the script's id in Redis
 # KEYS[1]=snapshot hash, ARGV[1]=blob, ARGV[2]=last id. Refuses to go backwards, so a
 # deposed owner that has not noticed yet cannot overwrite a newer snapshot.
 _SAVE_SNAPSHOT = """
@@ -213,6 +225,8 @@ class RedisBackplane:
         self.resubscribes = 0
 
         self._client: Client | None = None
+        # The hot path (log appends, inbox publishes, stats writes): see resp.py.
+        self._pipe = RespPipe(url, connect_timeout=op_timeout)
         self._scripts: dict[str, Any] = {}
         self._leases: dict[str, _Lease] = {}
         self._rooms: set[str] = set()
@@ -294,6 +308,7 @@ class RedisBackplane:
                 }
                 try:
                     async with trio.open_nursery() as workers:
+                        await workers.start(self._pipe.run)
                         await self._maintain_once()
                         await workers.start(self._pubsub_loop)
                         workers.start_soon(self._maintenance_loop)
@@ -523,14 +538,30 @@ class RedisBackplane:
     async def publish(self, node_id: str, payload: bytes) -> int:
         """Send to a node's inbox; returns the number of subscribers (0: node is gone)."""
         channel = self.inbox_channel(node_id)
-        return await self._call("publish", lambda c: c.publish(channel, payload), idempotent=False)
+        return int((await self._hot("publish", [["PUBLISH", channel, payload]]))[0])
+
+    async def _hot(self, op: str, commands: list[list[Any]]) -> list[Any]:
+        """Hot-path commands on the pipelined connection, with ``_call``'s failure rules."""
+        with trio.move_on_after(self.op_timeout):
+            try:
+                replies = await self._pipe.call_many(commands)
+            except OSError as exc:
+                raise self._unreachable(op, exc) from None
+            for reply in replies:
+                if isinstance(reply, ReplyError):
+                    raise reply
+            return replies
+        raise self._unreachable(op, None)
+
+    async def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        """Send several inbox messages ``(node_id, payload)`` in one pipelined round trip."""
+        await self._hot("publish", [["PUBLISH", self.inbox_channel(node), payload]
+                                    for node, payload in messages])
 
     async def publish_room(self, room: str, payload: bytes) -> int:
         """Publish once to every node subscribed to ``room``; returns the subscriber count."""
         channel = self.room_channel(room)
-        return await self._call(
-            "publish_room", lambda c: c.publish(channel, payload), idempotent=False
-        )
+        return int((await self._hot("publish_room", [["PUBLISH", channel, payload]]))[0])
 
     async def subscribe_room(self, room: str) -> None:
         """Receive ``room``'s messages on :attr:`room_messages` (idempotent, no refcount).
@@ -684,6 +715,34 @@ class RedisBackplane:
         stream_id = await self._call("append", xadd, idempotent=False)
         assert stream_id is not None
         return stream_id.decode()
+
+    async def append_many(self, entries: Sequence[tuple[str, bytes]]) -> list[str]:
+        """XADD each ``(room, entry)`` to its room's log, in order, in one round trip.
+
+        The group commit of the cluster: appends of every room that are ready at the same
+        moment share one script call instead of paying a round trip each.
+        """
+        keys = [self.log_key(room) for room, _ in entries]
+        args = [entry for _, entry in entries]
+        try:
+            (ids,) = await self._hot("append", [["EVALSHA", _APPEND_MANY_SHA, len(keys), *keys,
+                                                 *args]])
+        except ReplyError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+            # Not cached (first use, or Redis restarted): EVAL loads it too.
+            (ids,) = await self._hot("append", [["EVAL", _APPEND_MANY, len(keys), *keys,
+                                                 *args]])
+        return [_str(i) for i in ids]
+
+    async def write_stats(self, docs: Sequence[tuple[str, bytes, str, bytes]]) -> None:
+        """``SET`` each ``(kv key, value)`` and publish its notice, in one round trip."""
+
+        commands: list[list[Any]] = []
+        for key, value, room, notice in docs:
+            commands.append(["SET", self._k("kv", key), value])
+            commands.append(["PUBLISH", self.room_channel(room), notice])
+        await self._hot("write_stats", commands)
 
     async def read_log(
         self, room: str, after_id: str | None = None, *, limit: int | None = None

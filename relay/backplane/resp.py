@@ -1,0 +1,237 @@
+"""A lean, pipelined RESP2 connection for the backplane's hot path.
+
+Why not coredis here: measured on this machine (bench notes in docs/scale-out.md), a
+coredis command on Trio costs 0.4–0.6 ms of CPU — its anyio task groups, cancel scopes
+and typed response callbacks are built per call — while a clustered room event needs a
+log append and a publish. Relaying at the rate of one node needs those at a few
+microseconds each. This connection writes every command issued in the same moment in
+one ``send_all`` and matches replies to callers in order; nothing else. coredis stays
+for everything that is not per event (leases, scripts, snapshots, key-value reads,
+subscriptions), where its checks are worth their cost.
+
+The connection is owned by :meth:`RespPipe.run` (reconnecting with backoff); a call
+made while it is down fails at once with ``ConnectionError``, like a refused socket.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import trio
+
+Arg = bytes | str | int
+
+
+class ReplyError(Exception):
+    """An error reply from Redis (``-ERR ...``, ``-NOSCRIPT ...``)."""
+
+
+def encode_command(args: Sequence[Arg]) -> bytes:
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        if isinstance(arg, str):
+            arg = arg.encode()
+        elif isinstance(arg, int):
+            arg = b"%d" % arg
+        parts.append(b"$%d\r\n" % len(arg))
+        parts.append(arg)
+        parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+_INCOMPLETE = object()
+
+
+class ReplyParser:
+    """Incremental RESP2 reply parser: ``feed`` bytes, then take complete replies."""
+
+    __slots__ = ("_buf", "_pos")
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._pos = 0
+
+    def feed(self, data: bytes) -> None:
+        if self._pos:
+            del self._buf[: self._pos]
+            self._pos = 0
+        self._buf += data
+
+    def replies(self) -> list[Any]:
+        out: list[Any] = []
+        while True:
+            value, pos = self._parse(self._pos)
+            if value is _INCOMPLETE:
+                return out
+            self._pos = pos
+            out.append(value)
+
+    def _parse(self, pos: int) -> tuple[Any, int]:
+        buf = self._buf
+        end = buf.find(b"\r\n", pos)
+        if end < 0:
+            return _INCOMPLETE, pos
+        kind, line = buf[pos], bytes(buf[pos + 1:end])
+        nxt = end + 2
+        if kind == 43:  # +
+            return line, nxt
+        if kind == 45:  # -
+            return ReplyError(line.decode(errors="replace")), nxt
+        if kind == 58:  # :
+            return int(line), nxt
+        if kind == 36:  # $
+            size = int(line)
+            if size < 0:
+                return None, nxt
+            if len(buf) < nxt + size + 2:
+                return _INCOMPLETE, pos
+            return bytes(buf[nxt:nxt + size]), nxt + size + 2
+        if kind == 42:  # *
+            count = int(line)
+            if count < 0:
+                return None, nxt
+            items = []
+            for _ in range(count):
+                item, nxt = self._parse(nxt)
+                if item is _INCOMPLETE:
+                    return _INCOMPLETE, pos
+                items.append(item)
+            return items, nxt
+        raise ConnectionError(f"bad RESP reply type {chr(kind)!r}")
+
+
+class _Waiter:
+    __slots__ = ("done", "value")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.value: Any = None
+
+
+class RespPipe:
+    """One pipelined connection; ``await call(...)`` from any number of tasks."""
+
+    def __init__(self, url: str, connect_timeout: float = 2.0) -> None:
+        parts = urlsplit(url)
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or 6379
+        self.db = int((parts.path or "/0").lstrip("/") or 0)
+        self.username = unquote(parts.username) if parts.username else None
+        self.password = unquote(parts.password) if parts.password else None
+        self.connect_timeout = connect_timeout
+        self.connected = False
+        self._out: list[bytes] = []
+        self._pending: deque[_Waiter] = deque()
+        self._wake = trio.Event()
+
+    async def call(self, *args: Arg) -> Any:
+        """Send one command; its reply (a :class:`ReplyError` reply is raised)."""
+        (value,) = await self.call_many([args])
+        if isinstance(value, ReplyError):
+            raise value
+        return value
+
+    async def call_many(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
+        """Send commands back to back; their replies in order (errors returned, not raised)."""
+        if not self.connected:
+            raise ConnectionError(f"not connected to Redis at {self.host}:{self.port}")
+        waiters = []
+        for args in commands:
+            self._out.append(encode_command(args))
+            waiter = _Waiter()
+            self._pending.append(waiter)
+            waiters.append(waiter)
+        self._wake.set()
+        for waiter in waiters:
+            await waiter.done.wait()
+        values = [w.value for w in waiters]
+        for value in values:
+            if isinstance(value, ConnectionError):
+                raise value
+        return values
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """Keep the connection up until cancelled; started after the first attempt."""
+        delay = 0.05
+        started = False
+        while True:
+            try:
+                with trio.fail_after(self.connect_timeout):
+                    stream = await trio.open_tcp_stream(self.host, self.port)
+                async with stream:
+                    await self._hello(stream)
+                    self.connected = True
+                    delay = 0.05
+                    if not started:
+                        started = True
+                        task_status.started()
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(self._writer, stream)
+                        await self._reader(stream)
+                        nursery.cancel_scope.cancel()
+            except* (OSError, trio.TooSlowError, trio.BrokenResourceError,
+                     trio.ClosedResourceError, ReplyError):
+                pass  # lost, refused or refused our credentials: reconnect after a pause
+            finally:
+                self._fail_pending()
+            if not started:
+                started = True
+                task_status.started()
+            await trio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    async def _hello(self, stream: trio.SocketStream) -> None:
+        setup: list[list[Arg]] = []
+        if self.password is not None:
+            setup.append(["AUTH", *([self.username] if self.username else []), self.password])
+        if self.db:
+            setup.append(["SELECT", self.db])
+        if not setup:
+            return
+        await stream.send_all(b"".join(encode_command(c) for c in setup))
+        parser = ReplyParser()
+        replies: list[Any] = []
+        with trio.fail_after(self.connect_timeout):
+            while len(replies) < len(setup):
+                data = await stream.receive_some(4096)
+                if not data:
+                    raise ConnectionError("Redis closed the connection")
+                parser.feed(data)
+                replies += parser.replies()
+        for reply in replies:
+            if isinstance(reply, ReplyError):
+                raise reply
+
+    async def _writer(self, stream: trio.SocketStream) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            while self._out:
+                data, self._out = b"".join(self._out), []
+                await stream.send_all(data)
+
+    async def _reader(self, stream: trio.SocketStream) -> None:
+        parser = ReplyParser()
+        while True:
+            data = await stream.receive_some(262144)
+            if not data:
+                raise ConnectionError("Redis closed the connection")
+            parser.feed(data)
+            for reply in parser.replies():
+                waiter = self._pending.popleft()
+                waiter.value = reply
+                waiter.done.set()
+
+    def _fail_pending(self) -> None:
+        self.connected = False
+        self._out.clear()
+        error = ConnectionError("the connection to Redis was lost")
+        while self._pending:
+            waiter = self._pending.popleft()
+            waiter.value = error
+            waiter.done.set()
+
