@@ -46,7 +46,7 @@ async def test_pipelined_calls_from_many_tasks_get_their_own_replies(
         nursery.cancel_scope.cancel()
 
 
-async def test_calls_fail_fast_while_down_and_work_after_a_restart(
+async def test_calls_wait_for_the_reconnect_after_a_restart(
         redis_server: RedisServer) -> None:  # noqa: F811
     pipe = RespPipe(redis_server.url)
     async with trio.open_nursery() as nursery:

@@ -44,7 +44,7 @@ from coredis.exceptions import ReadOnlyError, RedisError
 from coredis.retry import NoRetryPolicy
 from coredis.tokens import PureToken
 
-from .resp import ReplyError, RespPipe
+from .resp import ReplyError, RespPipe, RespSubscriber
 
 log = logging.getLogger("relay.backplane")
 
@@ -230,7 +230,7 @@ class RedisBackplane:
         self._scripts: dict[str, Any] = {}
         self._leases: dict[str, _Lease] = {}
         self._rooms: set[str] = set()
-        self._pubsub: Any = None  # coredis PubSub while connected
+        self._pubsub: RespSubscriber | None = None  # while connected
         self._session: trio.CancelScope | None = None  # the subscriber connection's scope
         self._sub_lock = trio.Lock()
         self._commands_ok = False
@@ -551,6 +551,7 @@ class RedisBackplane:
                 if isinstance(reply, ReplyError):
                     raise reply
             return replies
+        self._pipe.reset()  # an unanswered connection is not reused: start over
         raise self._unreachable(op, None)
 
     async def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> None:
@@ -588,7 +589,7 @@ class RedisBackplane:
                 if pubsub is None:
                     raise BackplaneUnavailable(f"{action} {room}: subscriber not connected")
                 try:
-                    await getattr(pubsub, action)(channel)
+                    await pubsub.change(action, [channel])
                     return
                 except Exception as exc:  # TimeoutError (no ack), ConnectionError, closed...
                     self._bounce_subscriber()
@@ -607,15 +608,15 @@ class RedisBackplane:
     ) -> None:
         """Keep one subscriber connection (inbox + rooms), resubscribing after failures.
 
-        coredis' own reconnect is disabled (``retry_policy=None``): it backs off up to
-        16 s and reconnects silently, while we must report the gap and the health state.
+        It is the receiving hot path (every forwarded command and every frame for our
+        clients arrives here), so it runs on a lean RESP connection (see ``resp.py``);
+        after a reconnect it reports the gap and the health state.
         """
-        client = self._client
-        assert client is not None
         started = connected_before = False
         delay = 0.05
         inbox = self.inbox_channel(self.node_id).encode()
         room_prefix = self.room_channel("").encode()
+        address = self._pipe.address
         while True:
             locked = False
             try:
@@ -625,14 +626,16 @@ class RedisBackplane:
                 # Deadline for connecting/subscribing; also cancelled by _bounce_subscriber.
                 with trio.CancelScope(deadline=trio.current_time() + self.op_timeout) as entry:
                     self._session = entry
-                    async with client.pubsub(
-                        channels=channels,
-                        ignore_subscribe_messages=True,
-                        retry_policy=None,
-                        subscription_timeout=self.op_timeout,
-                    ) as pubsub:
+                    stream = await address.connect(self.op_timeout, select=False)
+                    async with stream:
+                        sub = RespSubscriber(stream)
+                        confirmed = sub.expect("subscribe", channels)
+                        await sub.send("subscribe", channels)
+                        while not all(event.is_set() for event in confirmed):
+                            for channel, data in await sub.read():
+                                self._deliver(channel, data, inbox, room_prefix)
                         entry.deadline = math.inf
-                        self._pubsub = pubsub
+                        self._pubsub = sub
                         self._sub_lock.release()
                         locked = False
                         delay = 0.05
@@ -645,18 +648,20 @@ class RedisBackplane:
                             started = True
                             task_status.started()
                         while True:
-                            # None: a filtered subscribe confirmation (coredis quirk).
-                            message = await pubsub.get_message()
-                            if message is None or message["type"] != "message":
+                            with trio.move_on_after(self.renew_interval):
+                                for channel, data in await sub.read():
+                                    self._deliver(channel, data, inbox, room_prefix)
                                 continue
-                            data = message["data"]
-                            if not isinstance(data, int):
-                                self._deliver(
-                                    _bytes(message["channel"]), _bytes(data), inbox, room_prefix
-                                )
+                            # Quiet for a while: a paused or cut-off Redis keeps the
+                            # socket open, so ask, and reconnect if nothing answers.
+                            with trio.fail_after(self.op_timeout):
+                                await sub.send("ping")
+                                for channel, data in await sub.read():
+                                    self._deliver(channel, data, inbox, room_prefix)
                 if entry.cancelled_caught:
                     self.last_error = "subscriber: timed out or restarted"
-            except* Exception as group:  # ConnectionError/TimeoutError from coredis' task groups
+            except* (OSError, trio.TooSlowError, trio.BrokenResourceError,
+                     trio.ClosedResourceError, ReplyError) as group:
                 self.last_error = f"subscriber: {_leaf(group)!r}"
             finally:
                 self._pubsub = self._session = None

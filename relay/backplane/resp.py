@@ -103,6 +103,102 @@ class ReplyParser:
         raise ConnectionError(f"bad RESP reply type {chr(kind)!r}")
 
 
+class Address:
+    """Where and how to connect, from a ``redis://[user:password@]host:port/db`` URL."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or 6379
+        self.db = int((parts.path or "/0").lstrip("/") or 0)
+        self.username = unquote(parts.username) if parts.username else None
+        self.password = unquote(parts.password) if parts.password else None
+
+    async def connect(self, timeout: float, *, select: bool = True) -> trio.SocketStream:
+        """A connected, authenticated stream (``SELECT``-ed unless ``select`` is False)."""
+        with trio.fail_after(timeout):
+            stream = await trio.open_tcp_stream(self.host, self.port)
+            try:
+                setup: list[list[Arg]] = []
+                if self.password is not None:
+                    setup.append(["AUTH", *([self.username] if self.username else []),
+                                  self.password])
+                if self.db and select:
+                    setup.append(["SELECT", self.db])
+                if setup:
+                    await stream.send_all(b"".join(encode_command(c) for c in setup))
+                    parser = ReplyParser()
+                    replies: list[Any] = []
+                    while len(replies) < len(setup):
+                        data = await stream.receive_some(4096)
+                        if not data:
+                            raise ConnectionError("Redis closed the connection")
+                        parser.feed(data)
+                        replies += parser.replies()
+                    for reply in replies:
+                        if isinstance(reply, ReplyError):
+                            raise reply
+            except BaseException:
+                stream.socket.close()
+                raise
+        return stream
+
+
+class RespSubscriber:
+    """A connection in subscriber mode: (un)subscribe, and the messages pushed to it.
+
+    ``(un)subscribe`` and ``read`` may run in different tasks; writes are made by one
+    caller at a time (the backplane holds its subscription lock).
+    """
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self._parser = ReplyParser()
+        self._confirm: dict[tuple[bytes, bytes], trio.Event] = {}
+        self._sending = trio.Lock()
+
+    def expect(self, action: str, channels: Sequence[str]) -> list[trio.Event]:
+        """Events set when Redis confirms ``action`` for each channel (seen by ``read``)."""
+        kind = action.lower().encode()
+        events = []
+        for channel in channels:
+            event = self._confirm[(kind, channel.encode())] = trio.Event()
+            events.append(event)
+        return events
+
+    async def send(self, action: str, channels: Sequence[str] = ()) -> None:
+        async with self._sending:
+            await self.stream.send_all(encode_command([action.upper(), *channels]))
+
+    async def change(self, action: str, channels: Sequence[str]) -> None:
+        """``SUBSCRIBE``/``UNSUBSCRIBE`` and wait until ``read`` (another task) saw it."""
+        events = self.expect(action, channels)
+        await self.send(action, channels)
+        for event in events:
+            await event.wait()
+
+    async def read(self) -> list[tuple[bytes, bytes]]:
+        """Read once; the ``(channel, data)`` messages that arrived (maybe none)."""
+        data = await self.stream.receive_some(262144)
+        if not data:
+            raise ConnectionError("Redis closed the subscriber connection")
+        self._parser.feed(data)
+        messages = []
+        for push in self._parser.replies():
+            if isinstance(push, ReplyError):
+                raise push
+            if not isinstance(push, list) or len(push) < 3:
+                continue
+            kind = push[0]
+            if kind == b"message":
+                messages.append((push[1], push[2]))
+            elif kind in (b"subscribe", b"unsubscribe"):
+                event = self._confirm.pop((kind, push[1]), None)
+                if event is not None:
+                    event.set()
+        return messages
+
+
 class _Waiter:
     __slots__ = ("done", "value")
 
@@ -115,17 +211,19 @@ class RespPipe:
     """One pipelined connection; ``await call(...)`` from any number of tasks."""
 
     def __init__(self, url: str, connect_timeout: float = 2.0) -> None:
-        parts = urlsplit(url)
-        self.host = parts.hostname or "127.0.0.1"
-        self.port = parts.port or 6379
-        self.db = int((parts.path or "/0").lstrip("/") or 0)
-        self.username = unquote(parts.username) if parts.username else None
-        self.password = unquote(parts.password) if parts.password else None
+        self.address = Address(url)
         self.connect_timeout = connect_timeout
         self.connected = False
         self._out: list[bytes] = []
         self._pending: deque[_Waiter] = deque()
         self._wake = trio.Event()
+        self._connection: trio.CancelScope | None = None
+        self._up = trio.Event()  # set while connected
+
+    def reset(self) -> None:
+        """Drop the connection (its pending calls fail); ``run`` opens a new one."""
+        if self._connection is not None:
+            self._connection.cancel()
 
     async def call(self, *args: Arg) -> Any:
         """Send one command; its reply (a :class:`ReplyError` reply is raised)."""
@@ -135,9 +233,13 @@ class RespPipe:
         return value
 
     async def call_many(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
-        """Send commands back to back; their replies in order (errors returned, not raised)."""
-        if not self.connected:
-            raise ConnectionError(f"not connected to Redis at {self.host}:{self.port}")
+        """Send commands back to back; their replies in order (errors returned, not raised).
+
+        While the connection is being re-established this waits for it: callers bound
+        every call with their own deadline.
+        """
+        while not self.connected:
+            await self._up.wait()
         waiters = []
         for args in commands:
             self._out.append(encode_command(args))
@@ -160,51 +262,30 @@ class RespPipe:
         started = False
         while True:
             try:
-                with trio.fail_after(self.connect_timeout):
-                    stream = await trio.open_tcp_stream(self.host, self.port)
+                stream = await self.address.connect(self.connect_timeout)
                 async with stream:
-                    await self._hello(stream)
                     self.connected = True
+                    self._up.set()
                     delay = 0.05
                     if not started:
                         started = True
                         task_status.started()
-                    async with trio.open_nursery() as nursery:
-                        nursery.start_soon(self._writer, stream)
-                        await self._reader(stream)
-                        nursery.cancel_scope.cancel()
+                    with trio.CancelScope() as self._connection:
+                        async with trio.open_nursery() as nursery:
+                            nursery.start_soon(self._writer, stream)
+                            await self._reader(stream)
+                            nursery.cancel_scope.cancel()
             except* (OSError, trio.TooSlowError, trio.BrokenResourceError,
                      trio.ClosedResourceError, ReplyError):
                 pass  # lost, refused or refused our credentials: reconnect after a pause
             finally:
+                self._connection = None
                 self._fail_pending()
             if not started:
                 started = True
                 task_status.started()
             await trio.sleep(delay)
             delay = min(delay * 2, 1.0)
-
-    async def _hello(self, stream: trio.SocketStream) -> None:
-        setup: list[list[Arg]] = []
-        if self.password is not None:
-            setup.append(["AUTH", *([self.username] if self.username else []), self.password])
-        if self.db:
-            setup.append(["SELECT", self.db])
-        if not setup:
-            return
-        await stream.send_all(b"".join(encode_command(c) for c in setup))
-        parser = ReplyParser()
-        replies: list[Any] = []
-        with trio.fail_after(self.connect_timeout):
-            while len(replies) < len(setup):
-                data = await stream.receive_some(4096)
-                if not data:
-                    raise ConnectionError("Redis closed the connection")
-                parser.feed(data)
-                replies += parser.replies()
-        for reply in replies:
-            if isinstance(reply, ReplyError):
-                raise reply
 
     async def _writer(self, stream: trio.SocketStream) -> None:
         while True:
@@ -228,6 +309,8 @@ class RespPipe:
 
     def _fail_pending(self) -> None:
         self.connected = False
+        if self._up.is_set():
+            self._up = trio.Event()
         self._out.clear()
         error = ConnectionError("the connection to Redis was lost")
         while self._pending:
