@@ -94,9 +94,10 @@ def free_port() -> int:
 
 
 class Server:
-    """A server process pinned to ``SERVER_CPU``; stopped by ``stop()`` (SIGTERM, then KILL)."""
+    """A server process pinned to ``cpus`` (default ``SERVER_CPU``; None: not pinned);
+    stopped by ``stop()`` (SIGTERM, then KILL)."""
 
-    def __init__(self, kind: ServerKind) -> None:
+    def __init__(self, kind: ServerKind, cpus: str | None = SERVER_CPU) -> None:
         self.kind = kind
         self.port = free_port()
         self.errlog = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop())
@@ -107,8 +108,9 @@ class Server:
             fd, self.gc_file = tempfile.mkstemp(prefix="gc-", suffix=".json")
             os.close(fd)
             argv = [*argv[:2], "bench.gcwatch", self.gc_file, *argv[2:]]
+        pin = ["taskset", "-c", cpus] if cpus is not None else []
         self.proc = subprocess.Popen(
-            [*PRIORITY, "taskset", "-c", SERVER_CPU, *argv], cwd=ROOT, env=env,
+            [*PRIORITY, *pin, *argv], cwd=ROOT, env=env,
             stdout=subprocess.DEVNULL, stderr=self.errlog, start_new_session=True)
 
     @property

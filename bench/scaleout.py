@@ -1,16 +1,19 @@
 """W1 with two relay nodes + Redis against one node, in the same run (issue 7).
 
-``python -m bench.scaleout [--quick]``: starts a private ``redis-server`` (no persistence)
-on 127.0.0.1, then alternates W1 trials between (a) one node with the in-memory backplane
-and (b) two nodes sharing rooms through Redis, the generator spreading its connections
-round-robin over the nodes like a plain load balancer (so about half of every room's
-students sit on the node that does not own the room and are forwarded). Prints a table
-and writes JSON next to ``bench.run``'s results.
+``python -m bench.scaleout [--quick] [--nice N] [--node-cpu F | --shared-core]``: starts a
+private ``redis-server`` (no persistence) on 127.0.0.1, then alternates W1 trials between
+(a) one node with the in-memory backplane and (b) two nodes sharing rooms through Redis,
+the generator spreading its connections round-robin over the nodes like a plain load
+balancer (so about half of every room's students sit on the node that does not own the
+room and are forwarded). Prints a table and writes JSON next to ``bench.run``'s results.
 
-CPU placement: everything under test (both nodes and Redis) shares CPU 0 and the generator
-has CPU 1, as in ``bench.run``. On this 2-core machine the two-node setup therefore gets no
-more CPU than one node: the ratio measures what scaling out costs, not what it gains. With
-one core per node the same script shows the gain.
+Node size. Scaling out means adding nodes of the same size, so each node gets the same
+CPU budget: by default every relay node runs in its own cgroup with a CPU quota of
+``--node-cpu`` cores (0.5: a Kubernetes ``limits.cpu: 500m``), unpinned, on a machine
+with room for two such nodes plus the generator and Redis. ``--shared-core`` instead
+pins everything under test (both nodes and Redis) to CPU 0 and the generator to CPU 1, as
+``bench.run`` does: then two nodes get no more CPU than one and the ratio measures the
+cost of scaling out, not its gain.
 """
 
 from __future__ import annotations
@@ -25,20 +28,68 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from bench import run
 from bench.run import OURS, PY, ROOT, Server, ServerKind, classroom_timeout, log
 
+CGROUP_V1 = Path("/sys/fs/cgroup/cpu")
+CGROUP_V2 = Path("/sys/fs/cgroup")
+QUOTA_PERIOD_US = 10_000  # short periods: throttling stalls last at most a few ms
+
+
+class CpuLimit:
+    """A cgroup whose processes share a CPU quota of ``cores`` (v2 ``cpu.max`` or v1 CFS)."""
+
+    def __init__(self, name: str, cores: float) -> None:
+        quota = int(cores * QUOTA_PERIOD_US)
+        if (CGROUP_V2 / "cgroup.controllers").exists():
+            self.path = CGROUP_V2 / name
+            self.path.mkdir(exist_ok=True)
+            (self.path / "cpu.max").write_text(f"{quota} {QUOTA_PERIOD_US}")
+        elif CGROUP_V1.is_dir():
+            self.path = CGROUP_V1 / name
+            self.path.mkdir(exist_ok=True)
+            (self.path / "cpu.cfs_period_us").write_text(str(QUOTA_PERIOD_US))
+            (self.path / "cpu.cfs_quota_us").write_text(str(quota))
+        else:
+            raise RuntimeError("no cgroup CPU controller: use --shared-core")
+
+    def add(self, pid: int) -> None:
+        (self.path / "cgroup.procs").write_text(str(pid))
+
+    def throttled(self) -> dict[str, int]:
+        """The kernel's throttling counters (how often the quota ran out)."""
+        out = {}
+        with contextlib.suppress(OSError):
+            for line in (self.path / "cpu.stat").read_text().splitlines():
+                key, _, value = line.partition(" ")
+                out[key] = int(value)
+        return out
+
+    def remove(self) -> None:
+        with contextlib.suppress(OSError):
+            self.path.rmdir()
+
+
+def cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
 
 @contextlib.contextmanager
-def redis_server() -> Iterator[str]:
+def redis_server(cpus: str | None) -> Iterator[tuple[str, int]]:
     binary = shutil.which("redis-server") or "/usr/bin/redis-server"
     port = run.free_port()
+    pin = ["taskset", "-c", cpus] if cpus is not None else []
     with tempfile.TemporaryDirectory(prefix="bench-redis-") as workdir:
         proc = subprocess.Popen(
-            [*run.PRIORITY, "taskset", "-c", run.SERVER_CPU, binary, "--bind", "127.0.0.1",
-             "--port", str(port), "--save", "", "--appendonly", "no", "--dir", workdir],
+            [*run.PRIORITY, *pin, binary, "--bind", "127.0.0.1", "--port", str(port),
+             "--save", "", "--appendonly", "no", "--dir", workdir],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         try:
             deadline = time.monotonic() + 10
@@ -47,7 +98,7 @@ def redis_server() -> Iterator[str]:
                         ("127.0.0.1", port), timeout=0.5):
                     break
                 time.sleep(0.05)
-            yield f"redis://127.0.0.1:{port}/0"
+            yield f"redis://127.0.0.1:{port}/0", proc.pid
         finally:
             proc.terminate()
             proc.wait(5)
@@ -58,44 +109,71 @@ def node_kind(redis_url: str) -> ServerKind:
                       {**OURS.env, "OBSERVER_BACKPLANE_URL": redis_url})
 
 
-def trial(rooms: int, nodes: int, redis_url: str, plan: run.Plan) -> dict[str, Any]:
+def trial(rooms: int, nodes: int, redis: tuple[str, int], plan: run.Plan,
+          node_cpu: float | None) -> dict[str, Any]:
     params = {"rooms": rooms, "duration": plan.w1_duration, "warmup": plan.w1_warmup}
     started: list[Server] = []
+    limits: list[CpuLimit] = []
+    redis_url, redis_pid = redis
     try:
         kind = OURS if nodes == 1 else node_kind(redis_url)
-        for _ in range(nodes):
-            server = Server(kind)
+        for i in range(nodes):
+            server = Server(kind, cpus=None if node_cpu else run.SERVER_CPU)
             started.append(server)
+            if node_cpu:
+                limit = CpuLimit(f"observer-bench-{os.getpid()}-{i}", node_cpu)
+                limits.append(limit)
+                limit.add(server.pid)
         for server in started:
             server.wait_ready()
         time.sleep(0.5)
-        argv = [*run.PRIORITY, "taskset", "-c", run.GENERATOR_CPU, PY, "-m", "bench.loadgen",
-                "W1", "--port", ",".join(str(s.port) for s in started), "--framing",
-                "socketio", "--server-pid", str(started[0].pid), "--params", json.dumps(params)]
+        pin = [] if node_cpu else ["taskset", "-c", run.GENERATOR_CPU]
+        argv = [*run.PRIORITY, *pin, PY, "-m", "bench.loadgen", "W1", "--port",
+                ",".join(str(s.port) for s in started), "--framing", "socketio",
+                "--server-pid", str(started[0].pid), "--params", json.dumps(params)]
+        cpu0 = [cpu_seconds(s.pid) for s in started] + [cpu_seconds(redis_pid)]
+        t0 = time.monotonic()
         done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False,
                               timeout=classroom_timeout(rooms, plan.w1_duration))
+        wall = time.monotonic() - t0
+        cpu1 = [cpu_seconds(s.pid) for s in started] + [cpu_seconds(redis_pid)]
         lines = done.stdout.strip().splitlines()
         if done.returncode != 0 or not lines:
             return {"ok": False, "error": done.stderr.strip()[-400:]}
         result: dict[str, Any] = json.loads(lines[-1])
+        # CPU over the whole generator run (connecting, warm-up, measuring, draining).
+        used = [round((b - a) / wall * 100, 1) for a, b in zip(cpu0, cpu1, strict=True)]
+        result["node_cpu_pct"] = used[:-1]
+        if nodes > 1:
+            result["redis_cpu_pct"] = used[-1]
+        if limits:
+            result["throttling"] = [limit.throttled() for limit in limits]
         if any(s.proc.poll() is not None for s in started):
             result["ok"] = False
             result["error"] = "a node died"
         return result
-    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
         return {"ok": False, "error": str(exc)}
     finally:
         for server in started:
             server.stop()
+        for limit in limits:
+            limit.remove()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--nice", type=int, default=0)
+    placement = parser.add_mutually_exclusive_group()
+    placement.add_argument("--node-cpu", type=float, default=0.5, metavar="CORES",
+                           help="CPU quota of every relay node (cgroup), default 0.5")
+    placement.add_argument("--shared-core", action="store_true",
+                           help="pin the nodes and Redis to CPU 0 instead (no quota)")
     args = parser.parse_args()
     if args.nice:
         run.PRIORITY[:] = ["nice", "-n", str(-args.nice)]
+    node_cpu = None if args.shared_core else args.node_cpu
     run.raise_nofile()
     plan = run.Plan.make(args.quick)
     setups = {"1 node (memory)": 1, "2 nodes + Redis": 2}
@@ -103,33 +181,36 @@ def main() -> None:
     trying: dict[str, int | None] = {name: next(s) for name, s in searches.items()}
     best: dict[str, int] = {}
     trials: dict[str, list[dict[str, Any]]] = {name: [] for name in setups}
-    with redis_server() as redis_url:
+    with redis_server(run.SERVER_CPU if node_cpu is None else None) as redis:
         while any(v is not None for v in trying.values()):
             for name, nodes in setups.items():
                 rooms = trying[name]
                 if rooms is None:
                     continue
-                result = trial(rooms, nodes, redis_url, plan)
+                result = trial(rooms, nodes, redis, plan, node_cpu)
                 result["rooms"] = rooms
                 trials[name].append(result)
                 p99 = result.get("student_to_host", {}).get("p99_ms")
                 log(f"  W1 {name:18} R={rooms:4} ok={result.get('ok')} p99={p99} ms "
-                    f"lost={result.get('lost')} {result.get('error', '')}")
+                    f"lost={result.get('lost')} node CPU={result.get('node_cpu_pct')}% "
+                    f"redis CPU={result.get('redis_cpu_pct')}% {result.get('error', '')}")
                 try:
                     trying[name] = searches[name].send(bool(result.get("ok")))
                 except StopIteration as stop:
                     best[name] = int(stop.value)
                     trying[name] = None
     one, two = best.get("1 node (memory)", 0), best.get("2 nodes + Redis", 0)
-    print("| W1 setup (same run) | largest R with p99 ≤ 100 ms, nothing lost |")
+    size = "all on CPU 0" if node_cpu is None else f"{node_cpu} CPU per node (cgroup quota)"
+    print(f"| W1 setup (same run; {size}) | largest R with p99 ≤ 100 ms, nothing lost |")
     print("|---|---|")
     for name in setups:
         print(f"| {name} | {best.get(name, 0)} |")
     print(f"| ratio 2 nodes / 1 node | {two / one:.2f}× |" if one else "| ratio | - |")
     run.RESULTS.mkdir(parents=True, exist_ok=True)
     out = run.RESULTS / f"scaleout-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    out.write_text(json.dumps({"quick": args.quick, "max_rooms": best, "trials": trials,
-                               "cpus": os.cpu_count()}, indent=1))
+    out.write_text(json.dumps({"quick": args.quick, "node_cpu": node_cpu, "max_rooms": best,
+                               "trials": trials, "cpus": os.cpu_count(),
+                               "source": run.source_digest()}, indent=1))
     log(f"wrote {out}")
 
 
