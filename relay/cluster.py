@@ -337,11 +337,13 @@ class Cluster:
             key = room_key(room_id)
             with trio.move_on_after(LOCATE_TIMEOUT):
                 while True:
-                    if await self.bp.kv_get(f"room:{room_id}") is None:
-                        return None  # no such room anywhere
+                    # The lease first: a room's creator holds it before anyone can learn
+                    # the room id, while ``room:{id}`` is written after the create reply.
                     owner = await self.bp.owner_of(key)
                     if owner is not None and owner != self.node and await self.bp.is_alive(owner):
                         return owner
+                    if owner is None and await self.bp.kv_get(f"room:{room_id}") is None:
+                        return None  # no such room anywhere
                     if (owner is None and await self.bp.claim_room(key, LEASE_MS)) or (
                         owner is not None and await self.bp.steal_if_dead(key, LEASE_MS)
                     ):
