@@ -142,15 +142,39 @@ class WebSocketConnection:
         max_size = self.config.max_message_size
         await self._feed(b"", max_size)  # frames that arrived with the handshake
         while not self.peer_closed:
-            try:
-                data = await self.stream.receive_some(65536)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                data = b""
+            data = await self._receive()
             if not data:
                 self.peer_closed = True
                 self._abort(1006, "connection lost")
                 return
             await self._feed(cast(bytes, data), max_size)
+
+    async def _receive(self) -> bytes:
+        """The next bytes from the peer (b"" once it is gone).
+
+        Reads the non-blocking socket directly and waits with ``wait_readable`` only when
+        it is empty. Besides saving the stream layers' work per read, this matters for
+        pauses: a waiting reader is a chain of fresh coroutine objects, and with
+        thousands of connections those chains are most of the young GC generation
+        (bench W4); this wait is about a third the size of ``receive_some``'s.
+        """
+        fd = self._fd
+        if fd < 0:
+            try:
+                return cast(bytes, await self.stream.receive_some(65536))
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                return b""
+        while True:
+            try:
+                return os.read(fd, 65536)
+            except BlockingIOError:
+                pass
+            except OSError:
+                return b""
+            try:
+                await trio.lowlevel.wait_readable(fd)
+            except (trio.ClosedResourceError, trio.BusyResourceError, OSError):
+                return b""
 
     async def _feed(self, data: bytes, max_size: int) -> None:
         try:
