@@ -114,6 +114,7 @@ def cpu_busy() -> dict[str, float]:
             name, *values = line.split()
             v = [int(x) for x in values]
             out[name] = (sum(v[:8]) - v[3] - v[4]) / tick  # all but idle and iowait
+            out[name + "_steal"] = v[7] / tick if len(v) > 7 else 0.0
     return out
 
 
@@ -122,6 +123,8 @@ class CpuWindow:
 
     ``cpu0_other_pct``/``cpu1_other_pct`` is the busy time of the server's/generator's core
     not spent by them (other processes on a shared machine): a noisy neighbour shows there.
+    ``cpuN_steal_pct`` is the part of it the hypervisor took from this virtual machine
+    (``steal`` in ``/proc/stat``): time in which nothing of ours could run at all.
     """
 
     def __init__(self, server: ProcSampler) -> None:
@@ -145,6 +148,9 @@ class CpuWindow:
             "generator_cpu_pct": round(100 * gen / dt, 1),
             "cpu0_other_pct": round(max(0.0, 100 * (cpu0 - server) / dt), 1),
             "cpu1_other_pct": round(max(0.0, 100 * (cpu1 - gen) / dt), 1),
+            **{f"{c}_steal_pct": round(100 * (busy.get(f"{c}_steal", 0.0)
+                                             - self.c0.get(f"{c}_steal", 0.0)) / dt, 1)
+               for c in ("cpu0", "cpu1")},
         }
 
 

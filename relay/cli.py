@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 import os
 import signal
@@ -13,6 +12,7 @@ import trio
 
 from .backplane.redis import BackplaneUnavailable
 from .config import ConfigError, load_config, parse_port
+from .gc_policy import freeze_survivors, tune_gc
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,20 +40,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def tune_gc() -> None:
-    """Keep the cyclic garbage collector from stalling a server with many connections.
-
-    A full (gen2) collection walks every tracked object — with thousands of connections
-    that took 100–750 ms here (bench W1/W3), far beyond a 100 ms latency budget. Freezing
-    the objects that exist at startup takes them out of every collection, and higher
-    thresholds make the young generations' passes rarer and full passes exceptional.
-    Nearly all cyclic garbage (Trio tasks, cancelled scopes) dies young, in gen0/gen1.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(20_000, 50, 100)
-
-
 async def _run(config: object) -> None:
     from .server import RelayServer
 
@@ -62,6 +48,13 @@ async def _run(config: object) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
             relay_port, web_port = await nursery.start(server.serve)
+            gc_scope = trio.CancelScope()
+
+            async def gc_policy() -> None:
+                with gc_scope:
+                    await freeze_survivors(lambda: len(server.connections))
+
+            nursery.start_soon(gc_policy)
             host = server.config.host
             print(f"observer-relay relay listening on ws://{host}:{relay_port}", flush=True)
             print(f"observer-relay web listening on http://{host}:{web_port}", flush=True)
@@ -70,6 +63,7 @@ async def _run(config: object) -> None:
                 async for _ in signals:
                     logging.getLogger("relay").info("shutting down")
                     await server.shutdown()
+                    gc_scope.cancel()
                     return
 
             nursery.start_soon(watch)
