@@ -418,7 +418,10 @@ class Cluster:
                     error = self.server.handle_event(conn, event, data, ref)
                 self._after_command(room_id, owned)
                 return error
-            return "internal"  # Redis did not answer within the grace: nothing was applied
+            # Redis did not answer within the grace: nothing was applied here.
+            self._fail(conn, event, ref, "internal", "the backplane did not answer")
+            self._flush()
+            return "internal"
 
     async def disconnected(self, room_id: int, session: Session) -> None:
         """A participant's connection ended (local or remote): log it, then go offline."""
