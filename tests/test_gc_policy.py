@@ -2,9 +2,9 @@
 leaves no reference cycles behind when connections, participants and rooms go away.
 
 The test freezes after every step — the worst case for the policy — drives churn through
-a real server (joins, chats, leaves, aborted sockets, 4003 replacements, resumes, a room
-closed with people in it), then unfreezes and collects with ``DEBUG_SAVEALL``: no object
-of the relay's own classes may turn up as cyclic garbage.
+a real server (joins, chats, refused events, leaves, aborted sockets, 4003 replacements,
+resumes, a room closed with people in it), then unfreezes and collects with
+``DEBUG_SAVEALL``: no object of the relay's own classes may turn up as cyclic garbage.
 """
 
 from __future__ import annotations
@@ -54,6 +54,11 @@ async def test_churn_leaves_no_cycles_among_frozen_objects(
         gc.freeze()
         await student.ok("message/to_mentor", {"content": "hi"})
         await host.ok("message/to_client", {"user_id": creds["user_id"], "content": "yo"})
+        # Refused input: errors are values, nothing may hold on to the handlers' frames.
+        await student.fail("message/to_mentor", {"content": 5}, "invalid_payload")
+        await student.fail("room/kill", {"user_id": 1}, "not_host")
+        await student.send_raw("{not json")
+        assert (await student.expect("error"))["data"]["code"] == "bad_json"
         gc.freeze()
         if round_ % 4 == 0:
             await student.ok("room/leave", {})

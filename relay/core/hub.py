@@ -110,7 +110,9 @@ class Hub:
             if (exc.code in COUNTED_FAILURES and event in REATTACH_EVENTS
                     and session.blocked is None):
                 self.count_join_failure(session.ip)
-            return Outcome(ctx.failure_actions, exc)
+            # The error is a value from here on; its traceback would keep every frame of
+            # the handler (and what they reference) alive in a reference cycle.
+            return Outcome(ctx.failure_actions, exc.with_traceback(None))
         except Exception:
             log.exception("internal error while handling %s", event)
             return Outcome([], EventError("internal", "internal server error"))
@@ -144,7 +146,7 @@ class Hub:
                 steps.import_failed(ctx, room, result.message, "notion")
             steps.import_succeeded(ctx, room, result, "notion")
         except EventError as exc:
-            return Outcome(ctx.failure_actions, exc)
+            return Outcome(ctx.failure_actions, exc.with_traceback(None))
         return Outcome(ctx.actions)
 
     def expire_idle(self) -> list[Action]:
