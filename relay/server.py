@@ -421,7 +421,7 @@ class RelayServer:
         try:
             result = await fetch_notion_tasks(url, self.config.notion_base_urls)
         except ImportFailure as exc:
-            result = exc
+            result = exc.with_traceback(None)  # a value now (no frame cycle)
         if self.cluster is not None:
             outcome = await self.cluster.import_done(room_id, result)
             if outcome is None:
