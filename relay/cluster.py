@@ -225,7 +225,8 @@ class Cluster:
         self._next_id = 0
         self._locks: dict[int, trio.Lock] = {}  # serialises locate/rebuild per room
         self._outboxes: dict[str, trio.MemorySendChannel[tuple[bytes, int]]] = {}
-        self.commits = GroupCommit(self.bp.append_many)
+        self.commits = GroupCommit(
+            self.bp.append_many, lambda: BackplaneUnavailable("the node is stopping"))
         self._stats_dirty: set[int] = set()
         #: Rooms removed here recently, while other nodes may still route to us.
         self._gone: set[int] = set()

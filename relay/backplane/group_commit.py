@@ -36,8 +36,10 @@ class _Waiter:
 class GroupCommit:
     """``await append(room, entry)`` returns the entry's stream id once it is durable."""
 
-    def __init__(self, append_many: AppendMany) -> None:
+    def __init__(self, append_many: AppendMany,
+                 stopped: Callable[[], BaseException] = lambda: RuntimeError("stopped")) -> None:
         self._append_many = append_many
+        self._stopped = stopped  # what waiters get if ``run`` ends before their batch
         self._queue: list[tuple[str, bytes, _Waiter]] = []
         self._wake = trio.Event()
 
@@ -57,18 +59,31 @@ class GroupCommit:
 
     async def run(self) -> None:
         """The one task that talks to Redis for appends; runs for the node's lifetime."""
-        while True:
-            await self._wake.wait()
-            self._wake = trio.Event()
-            while self._queue:
-                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-                try:
-                    ids = await self._append_many([(room, entry) for room, entry, _ in batch])
-                except Exception as exc:  # handed to every waiter of the batch
-                    for _, _, waiter in batch:
-                        waiter.error = exc
+        batch: list[tuple[str, bytes, _Waiter]] = []
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake = trio.Event()
+                while self._queue:
+                    batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+                    try:
+                        ids = await self._append_many(
+                            [(room, entry) for room, entry, _ in batch])
+                    except Exception as exc:  # handed to every waiter of the batch
+                        self._fail(batch, exc)
+                        continue
+                    for (_, _, waiter), stream_id in zip(batch, ids, strict=True):
+                        waiter.result = stream_id
                         waiter.done.set()
-                    continue
-                for (_, _, waiter), stream_id in zip(batch, ids, strict=True):
-                    waiter.result = stream_id
-                    waiter.done.set()
+                    batch = []
+        finally:
+            # Stopping (the node shuts down): nobody waits for an answer that cannot come.
+            self._fail([*batch, *self._queue], self._stopped())
+            self._queue = []
+
+    @staticmethod
+    def _fail(batch: list[tuple[str, bytes, _Waiter]], error: BaseException) -> None:
+        for _, _, waiter in batch:
+            if not waiter.done.is_set():
+                waiter.error = error
+                waiter.done.set()

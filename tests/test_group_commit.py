@@ -1,0 +1,94 @@
+"""Group commit: appends ready at the same moment share one call, in order; failures reach
+every waiter of their batch; stopping fails whoever still waits. Real Redis round trips
+are covered by tests/test_cluster.py; here the batching logic itself, with a recording
+``append_many``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+import trio
+
+from relay.backplane.group_commit import GroupCommit
+
+
+class Log:
+    def __init__(self) -> None:
+        self.calls: list[list[tuple[str, bytes]]] = []
+        self.fail: Exception | None = None
+        self.gate = trio.Event()
+
+    async def append_many(self, entries: Sequence[tuple[str, bytes]]) -> list[str]:
+        self.calls.append(list(entries))
+        await self.gate.wait()
+        if self.fail is not None:
+            raise self.fail
+        return [f"{len(self.calls)}-{i}" for i in range(len(entries))]
+
+
+async def test_appends_during_a_round_trip_go_together_in_order() -> None:
+    log = Log()
+    commits = GroupCommit(log.append_many)
+    ids: dict[str, str] = {}
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(commits.run)
+
+        async def append(room: str, entry: bytes) -> None:
+            ids[room + entry.decode()] = await commits.append(room, entry)
+
+        nursery.start_soon(append, "a", b"1")
+        await trio.testing.wait_all_tasks_blocked()
+        for room, entry in (("b", b"1"), ("a", b"2"), ("c", b"1")):
+            nursery.start_soon(append, room, entry)
+            await trio.testing.wait_all_tasks_blocked()
+        log.gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+    assert log.calls == [[("a", b"1")], [("b", b"1"), ("a", b"2"), ("c", b"1")]]
+    assert ids == {"a1": "1-0", "b1": "2-0", "a2": "2-1", "c1": "2-2"}
+
+
+async def test_a_failed_batch_fails_each_waiter_and_stopping_fails_the_rest() -> None:
+    log = Log()
+    log.fail = ConnectionError("gone")
+    commits = GroupCommit(log.append_many, lambda: LookupError("stopped"))
+    errors: list[BaseException] = []
+
+    async def append(entry: bytes) -> None:
+        # Shielded like the cluster's callers (with their grace): only ``run`` ending or
+        # the grace releases it.
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + 5):
+            try:
+                await commits.append("r", entry)
+            except Exception as exc:  # recorded for the assertions
+                errors.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(commits.run)
+        nursery.start_soon(append, b"1")
+        nursery.start_soon(append, b"2")
+        await trio.testing.wait_all_tasks_blocked()
+        log.gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert [type(e) for e in errors] == [ConnectionError, ConnectionError]
+        log.gate = trio.Event()  # the next round trip never answers
+        nursery.start_soon(append, b"3")
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+    assert type(errors[-1]) is LookupError
+
+
+@pytest.mark.parametrize("n", [1, 600])
+async def test_large_queues_are_split_into_bounded_calls(n: int) -> None:
+    log = Log()
+    log.gate.set()
+    commits = GroupCommit(log.append_many)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(commits.run)
+        async with trio.open_nursery() as appends:
+            for i in range(n):
+                appends.start_soon(commits.append, "r", str(i).encode())
+        nursery.cancel_scope.cancel()
+    assert sum(len(c) for c in log.calls) == n
+    assert max(len(c) for c in log.calls) <= 512
