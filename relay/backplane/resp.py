@@ -303,6 +303,8 @@ class RespPipe:
                 raise ConnectionError("Redis closed the connection")
             parser.feed(data)
             for reply in parser.replies():
+                if not self._pending:
+                    raise ConnectionError("a reply nobody asked for: out of step")
                 waiter = self._pending.popleft()
                 waiter.value = reply
                 waiter.done.set()
