@@ -402,9 +402,7 @@ class Cluster:
             seed, now = secrets.token_bytes(16), time.time()
             if not self.bp.holds(room_key(room_id)):
                 # Our lease may have lapsed (cut off from Redis): never commit then.
-                self._fail(conn, event, ref, "internal", "the room is moving; try again")
-                self._flush()
-                return "internal"
+                return self._refuse(conn, event, ref, "the room is moving; try again")
             # Once handed to the log the command may be durable, so it is applied even if
             # the client's task is cancelled meanwhile (the log and the room must agree).
             with trio.CancelScope(shield=True, deadline=trio.current_time() + COMMIT_GRACE):
@@ -412,17 +410,19 @@ class Cluster:
                     owned.last_id = await self._append(room_id, conn.session, event, data,
                                                        seed, now)
                 except BackplaneUnavailable:
-                    self._fail(conn, event, ref, "internal", "the backplane is unavailable")
-                    self._flush()
-                    return "internal"
+                    return self._refuse(conn, event, ref, "the backplane is unavailable")
                 with self._deterministic(seed, now):
                     error = self.server.handle_event(conn, event, data, ref)
                 self._after_command(room_id, owned)
                 return error
             # Redis did not answer within the grace: nothing was applied here.
-            self._fail(conn, event, ref, "internal", "the backplane did not answer")
-            self._flush()
-            return "internal"
+            return self._refuse(conn, event, ref, "the backplane did not answer")
+
+    def _refuse(self, conn: Any, event: str, ref: Ref | None, message: str) -> str:
+        """Answer a command that was not committed with ``internal``, at once."""
+        self._fail(conn, event, ref, "internal", message)
+        self._flush()
+        return "internal"
 
     async def disconnected(self, room_id: int, session: Session) -> None:
         """A participant's connection ended (local or remote): log it, then go offline."""
@@ -491,6 +491,8 @@ class Cluster:
                     if room is not None and room_id in self.owned:
                         blob = _encode((room.stats_version, room_stats(room, time.time())))
                         docs.append((f"stats:{room_id}", blob, f"stats:{room_id}", b"changed"))
+                if not docs:
+                    continue
                 try:
                     await self.bp.write_stats(docs)
                 except BackplaneUnavailable:

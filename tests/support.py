@@ -214,13 +214,20 @@ class RawClient:
 
 # -- helpers shared by the event tests ----------------------------------------------
 
-async def classroom(relay: Relay, *names: str) -> tuple[Client, int, list[Client]]:
+async def open_classroom(relay: Relay, *names: str
+                         ) -> tuple[Client, dict[str, Any], list[Client]]:
+    """A host and joined students; the host's ``room/created`` data (id, token, key)."""
     host, room = await relay.host()
     students = []
     for name in names:
         student, _ = await relay.student(room["room_id"], name)
         await host.expect("room/update")
         students.append(student)
+    return host, room, students
+
+
+async def classroom(relay: Relay, *names: str) -> tuple[Client, int, list[Client]]:
+    host, room, students = await open_classroom(relay, *names)
     return host, room["room_id"], students
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import trio
 
 from tests.fake_notion import FakeNotion, Reply, Responder, json_reply
-from tests.support import Client, Relay, StartRelay, fails, quiet
+from tests.support import Client, Relay, StartRelay, fails, open_classroom, quiet
 
 HEX = "0123456789abcdef0123456789ABCDEF"
 UUID = "01234567-89ab-cdef-0123-456789abcdef"
@@ -67,15 +67,6 @@ async def notion_relay(start_relay: StartRelay, nursery: trio.Nursery,
     return relay, fake
 
 
-# -- helpers ----------------------------------------------------------------------------
-async def classroom(relay: Relay, *names: str) -> tuple[Client, dict[str, Any], list[Client]]:
-    host, room = await relay.host()
-    students = []
-    for name in names:
-        student, _ = await relay.student(room["room_id"], name)
-        await host.expect("room/update")
-        students.append(student)
-    return host, room, students
 
 
 def check_import_failure(frames: list[dict[str, Any]]) -> str:
@@ -112,7 +103,7 @@ async def rehost_snapshot(relay: Relay, host: Client, room: dict[str, Any]) -> l
 
 # -- markdown ---------------------------------------------------------------------------
 async def test_markdown_import_exact_order(relay: Relay) -> None:
-    host, room, (ann,) = await classroom(relay, "Ann")
+    host, room, (ann,) = await open_classroom(relay, "Ann")
     frames = await host.call("steps/import", {"markdown": "# Task A\nDo X\n---\nB & C"})
     assert [f["event"] for f in frames] == ["steps/load", "alerts", "ack"]
     load, alert, ack = frames
@@ -131,7 +122,7 @@ async def test_markdown_import_exact_order(relay: Relay) -> None:
 
 
 async def test_markdown_draft_then_publish(relay: Relay) -> None:
-    host, room, (ann,) = await classroom(relay, "Ann")
+    host, room, (ann,) = await open_classroom(relay, "Ann")
     await host.ok("steps/all", [{"name": "old", "content": "c", "language": "py",
                                  "type": "theory"}])
     published = (await ann.expect("steps/all"))["data"]
@@ -153,7 +144,7 @@ async def test_markdown_draft_then_publish(relay: Relay) -> None:
 
 
 async def test_markdown_failures(relay: Relay) -> None:
-    host, room, (ann,) = await classroom(relay, "Ann")
+    host, room, (ann,) = await open_classroom(relay, "Ann")
     await host.ok("steps/import", {"markdown": "kept"})
     messages = []
     for md in ("", "   \n\n---\n  \n", "\n---\n".join(f"t{i}" for i in range(101)),
@@ -174,7 +165,7 @@ async def test_markdown_failures(relay: Relay) -> None:
 
 
 async def test_import_payload_errors_have_no_alert(relay: Relay) -> None:
-    host, room, (ann,) = await classroom(relay, "Ann")
+    host, room, (ann,) = await open_classroom(relay, "Ann")
     for bad in ({}, {"url": "http://x", "markdown": "y"}, {"url": 5}, {"markdown": 5},
                 {"markdown": ["x"]}, [], "x", {"markdown": "x", "room_id": "1"}):
         await fails(host, "steps/import", bad, "invalid_payload")
@@ -190,7 +181,7 @@ async def test_import_payload_errors_have_no_alert(relay: Relay) -> None:
 
 
 async def test_markdown_of_exactly_one_mib_is_accepted(relay: Relay) -> None:
-    host, _, _ = await classroom(relay)
+    host, _, _ = await open_classroom(relay)
     md = "\n---\n".join(["x" * 1000] * 100)
     md += "\n" * (1024 * 1024 - len(md))
     assert len(md.encode()) == 1024 * 1024
@@ -201,7 +192,7 @@ async def test_markdown_of_exactly_one_mib_is_accepted(relay: Relay) -> None:
 # -- Notion -----------------------------------------------------------------------------
 async def test_notion_import_success(start_relay: StartRelay, nursery: trio.Nursery) -> None:
     relay, fake = await notion_relay(start_relay, nursery, two_chunks)
-    host, room, (ann,) = await classroom(relay, "Ann")
+    host, room, (ann,) = await open_classroom(relay, "Ann")
     frames = await host.call("steps/import", {"url": fake.page_url()})
     assert [f["event"] for f in frames] == ["steps/load", "alerts", "ack"]
     assert frames[0]["data"] == NOTION_STEPS
@@ -231,7 +222,7 @@ async def test_notion_runs_in_background_and_second_import_fails(
         return await two_chunks(index, body)
 
     relay, fake = await notion_relay(start_relay, nursery, slow)
-    host, _room, (ann,) = await classroom(relay, "Ann")
+    host, _room, (ann,) = await open_classroom(relay, "Ann")
     await host.send("steps/import", {"url": fake.page_url()}, ref="imp")
     # Other events are handled meanwhile.
     frames = await host.ok("steps/table", {})
@@ -264,7 +255,7 @@ async def test_notion_http_failure(start_relay: StartRelay, nursery: trio.Nurser
         return Reply(500, b'{"error":"boom"}')
 
     relay, fake = await notion_relay(start_relay, nursery, broken)
-    host, room, (ann,) = await classroom(relay, "Ann")
+    host, room, (ann,) = await open_classroom(relay, "Ann")
     await host.ok("steps/import", {"markdown": "draft"})
     frames = await host.call("steps/import", {"url": fake.page_url()})
     check_import_failure(frames)
@@ -289,7 +280,7 @@ async def test_notion_bad_answers(start_relay: StartRelay, nursery: trio.Nursery
         return answers[index]
 
     relay, fake = await notion_relay(start_relay, nursery, scripted)
-    host, _, _ = await classroom(relay)
+    host, _, _ = await open_classroom(relay)
     for count in range(1, 4):
         check_import_failure(await host.call("steps/import", {"url": fake.page_url()}))
         assert len(fake.requests) == count
@@ -301,7 +292,7 @@ async def test_notion_url_not_allowed_makes_no_request(
         start_relay: StartRelay, nursery: trio.Nursery) -> None:
     relay, fake = await notion_relay(start_relay, nursery, two_chunks)
     other = await FakeNotion(two_chunks, page_hex=HEX, page_suffix=SUFFIX).start(nursery)
-    host, _, (ann,) = await classroom(relay, "Ann")
+    host, _, (ann,) = await open_classroom(relay, "Ann")
     urls = [
         other.page_url(),  # another port
         fake.page_url(host="localhost"),  # another host name for the same server
@@ -321,7 +312,7 @@ async def test_notion_request_cap(start_relay: StartRelay, nursery: trio.Nursery
         return answer({"recordMap": {"block": {}}, "cursor": CURSOR})
 
     relay, fake = await notion_relay(start_relay, nursery, endless)
-    host, _, _ = await classroom(relay)
+    host, _, _ = await open_classroom(relay)
     frames = await host.call("steps/import", {"url": fake.page_url()})
     assert check_import_failure(frames) == "The Notion page is too large"
     assert len(fake.requests) == 100
@@ -337,7 +328,7 @@ async def test_notion_room_closed_during_import(
         return await two_chunks(index, body)
 
     relay, fake = await notion_relay(start_relay, nursery, slow)
-    host, _room, (ann,) = await classroom(relay, "Ann")
+    host, _room, (ann,) = await open_classroom(relay, "Ann")
     await host.send("steps/import", {"url": fake.page_url()}, ref=1)
     with trio.fail_after(2):
         while not fake.requests:

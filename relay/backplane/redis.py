@@ -554,11 +554,6 @@ class RedisBackplane:
         self._pipe.reset()  # an unanswered connection is not reused: start over
         raise self._unreachable(op, None)
 
-    async def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> None:
-        """Send several inbox messages ``(node_id, payload)`` in one pipelined round trip."""
-        await self._hot("publish", [["PUBLISH", self.inbox_channel(node), payload]
-                                    for node, payload in messages])
-
     async def publish_room(self, room: str, payload: bytes) -> int:
         """Publish once to every node subscribed to ``room``; returns the subscriber count."""
         channel = self.room_channel(room)

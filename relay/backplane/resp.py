@@ -213,12 +213,15 @@ class RespPipe:
     def __init__(self, url: str, connect_timeout: float = 2.0) -> None:
         self.address = Address(url)
         self.connect_timeout = connect_timeout
-        self.connected = False
         self._out: list[bytes] = []
         self._pending: deque[_Waiter] = deque()
         self._wake = trio.Event()
         self._connection: trio.CancelScope | None = None
         self._up = trio.Event()  # set while connected
+
+    @property
+    def connected(self) -> bool:
+        return self._up.is_set()
 
     def reset(self) -> None:
         """Drop the connection (its pending calls fail); ``run`` opens a new one."""
@@ -264,7 +267,6 @@ class RespPipe:
             try:
                 stream = await self.address.connect(self.connect_timeout)
                 async with stream:
-                    self.connected = True
                     self._up.set()
                     delay = 0.05
                     if not started:
@@ -310,7 +312,6 @@ class RespPipe:
                 waiter.done.set()
 
     def _fail_pending(self) -> None:
-        self.connected = False
         if self._up.is_set():
             self._up = trio.Event()
         self._out.clear()
