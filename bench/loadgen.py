@@ -543,6 +543,7 @@ class ClassroomLoad:
     host_chat_interval: float = 10.0  # host: message/to_client to a random student
     rtc_rooms: int = 0  # W4: rooms with a signaling pair
     rtc_interval: float = 1.0  # rtc/offer from the pair's student, answered with rtc/ice
+    tick: float = 0.05  # the generator's send schedule: what is due goes out each tick
 
 
 async def classroom(framing: Framing, host: str, port: int, sampler: ProcSampler,
@@ -632,7 +633,7 @@ async def classroom(framing: Framing, host: str, port: int, sampler: ProcSampler
     t_end = t0 + warmup + duration
     window: CpuWindow | None = None
     measure_ns = 0
-    tick = 0.05
+    tick = load.tick
     while True:
         now = time.monotonic()
         if now >= t_end:

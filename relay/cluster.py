@@ -23,9 +23,9 @@ import logging
 import pickle
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -57,13 +57,15 @@ FORWARD_TIMEOUT = 10.0
 LOCATE_TIMEOUT = 30.0
 WATCH_INTERVAL = 1.0
 REATTACH = frozenset({"room/join", "room/rehost", "room/rejoin"})
+#: Events that may change which room a connection is bound to: their sender waits for them.
+BINDING = REATTACH | {"room/create", "room/leave", "room/close"}
 OUTBOX_MESSAGES = 10_000
 COUNTED = frozenset({"room_not_found", "user_not_found", "bad_token"})
 TOUCH_INTERVAL = 30.0
-MAX_INFLIGHT = 1000  # forwarded commands being handled at once
+FORWARD_WINDOW = 16  # a forwarded connection waits for its owner every this many commands
 MAX_MERGED = 256  # inbox messages merged into one PUBLISH
-COMMIT_GRACE = 5.0  # longest a command may finish after its client went away
 STATS_FLUSH = 1.0  # seconds between writes of changed rooms' stats documents (§8: 1/s)
+STATS_WANT_TTL = 15.0  # a reader's request for a room's stats document lasts this long
 
 _encode = msgspec.msgpack.encode
 _decode = msgspec.msgpack.decode
@@ -73,11 +75,33 @@ def room_key(room_id: int) -> str:
     return str(room_id)
 
 
+def _ignore(*_: Any) -> None:
+    pass
+
+
+class SeedPool:
+    """16-byte CSPRNG seeds for commands, read from the OS 4 KiB at a time.
+
+    One ``getrandom`` system call per command showed up in profiles of a busy node.
+    """
+
+    __slots__ = ("_buf", "_pos")
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._pos = 0
+
+    def take(self) -> bytes:
+        if self._pos + 16 > len(self._buf):
+            self._buf, self._pos = secrets.token_bytes(4096), 0
+        self._pos += 16
+        return self._buf[self._pos - 16:self._pos]
+
+
 @dataclass(slots=True)
 class Owned:
-    """A room this node owns: commands are applied one at a time under ``lock``."""
+    """A room this node owns (its commands are applied in log order by the committer)."""
 
-    lock: trio.Lock = field(default_factory=trio.Lock)
     since_snapshot: int = 0
     last_id: str = "0"
 
@@ -92,7 +116,7 @@ class RemoteConn:
     """
 
     __slots__ = ("_closing", "_post", "_pre", "cid", "cluster", "codec", "cursor", "endpoint",
-                 "node", "participant", "replaced", "replay_end", "session")
+                 "node", "participant", "replaced", "replay_end", "sent", "session")
 
     def __init__(self, cluster: Cluster, node: str, cid: int, endpoint: str, ip: str) -> None:
         self.cluster = cluster
@@ -102,6 +126,7 @@ class RemoteConn:
         self.codec: Any = PlainCodec() if endpoint == "observer" else _sio_codec(cluster.server)
         self.session = Session(ip=ip)
         self.replaced = False
+        self.sent = 0  # number of the last command received from the client's node
         self.participant: Participant | None = None
         self.cursor = 0
         self.replay_end = 0
@@ -228,13 +253,16 @@ class Cluster:
         self.commits = GroupCommit(
             self.bp.append_many, lambda: BackplaneUnavailable("the node is stopping"))
         self._stats_dirty: set[int] = set()
+        self._stats_fresh: set[int] = set()  # rooms whose document in Redis is current
+        self._stats_wanted: dict[int, float] = {}  # room -> when this node last asked
         #: Rooms removed here recently, while other nodes may still route to us.
         self._gone: set[int] = set()
         self._stats_write = trio.Lock()  # the stats loop's writes vs. a room's removal
         self._stats_events: dict[int, trio.Event] = {}
         self._watched: set[str] = set()
         self._next_touch = 0.0
-        self._inflight = trio.Semaphore(MAX_INFLIGHT)
+        self._sent: dict[int, int] = {}  # cid -> commands forwarded (numbered from 1)
+        self._seeds = SeedPool()
         self._nursery: trio.Nursery | None = None
 
     # -- lifetime ---------------------------------------------------------------------
@@ -301,9 +329,12 @@ class Cluster:
             if owner is None:
                 self.server.handle_event(conn, event, data, ref)  # room_not_found etc.
             elif owner == self.node:
-                error = await self._run(room_id, conn, event, data, ref)
-                if event in REATTACH and error in COUNTED:
-                    self.hub.count_join_failure(session.ip)
+                if session.bound and event not in BINDING:
+                    await self._run(room_id, conn, event, data, ref)  # no need to wait
+                else:
+                    error = await self._run_waiting(room_id, conn, event, data, ref)
+                    if event in REATTACH and error in COUNTED:
+                        self.hub.count_join_failure(session.ip)
             elif not await self._forward(owner, conn, event, data, ref):
                 # The owner died before answering an attach: find the new owner, retry.
                 try:
@@ -354,6 +385,12 @@ class Cluster:
             raise BackplaneUnavailable(f"room {room_id}: no owner could be found")
 
     # -- owner side -------------------------------------------------------------------
+    def _entry(self, session: Session, event: str, data: Any, seed: bytes, now: float,
+               kind: str = "cmd") -> bytes:
+        return _encode({"k": kind, "ip": session.ip, "r": session.room_id,
+                        "u": session.user_id, "b": session.blocked, "e": event, "d": data,
+                        "s": seed, "t": now})
+
     async def _create(self, conn: Any, data: Any, ref: Ref | None) -> None:
         try:
             while True:
@@ -363,60 +400,88 @@ class Cluster:
                     break
             await self.bp.claim_room(room_key(room_id), LEASE_MS)
             owned = self.owned[room_id] = Owned()
-            async with owned.lock:
-                now = time.time()
-                owned.last_id = await self._append(room_id, conn.session, "room/create",
-                                                   data, seed, now)
+            now = time.time()
+            applied = trio.Event()
+            refused: list[BaseException] = []
+
+            def done(stream_id: str) -> None:
+                owned.last_id = stream_id
                 with self._deterministic(seed, now):
                     self.server.handle_event(conn, "room/create", data, ref)
-                room = self.hub.rooms.get(room_id)
-                if room is None:  # the payload was refused: nothing was created
-                    self.owned.pop(room_id, None)
-                    await self.bp.release_room(room_key(room_id))
-                    await self.bp.delete_room(room_key(room_id))
-                    await self.bp.release_id("room", str(room_id))
-                else:
-                    await self.bp.kv_set(f"room:{room_id}", room.stats_key.encode())
-                    self.stats_changed(room_id)
-                self._after_command(room_id, owned)
+                applied.set()
+
+            def failed(exc: BaseException) -> None:
+                refused.append(exc)
+                applied.set()
+
+            await self.commits.submit(
+                room_key(room_id), self._entry(conn.session, "room/create", data, seed, now),
+                done, failed)
+            await applied.wait()
+            if refused:
+                self.owned.pop(room_id, None)
+                raise BackplaneUnavailable(str(refused[0]))
+            room = self.hub.rooms.get(room_id)
+            if room is None:  # the payload was refused: nothing was created
+                self.owned.pop(room_id, None)
+                await self.bp.release_room(room_key(room_id))
+                await self.bp.delete_room(room_key(room_id))
+                await self.bp.release_id("room", str(room_id))
+            else:
+                await self.bp.kv_set(f"room:{room_id}", room.stats_key.encode())
+                self.stats_changed(room_id)
+            self._after_command(room_id, owned)
         except BackplaneUnavailable:
             self._fail(conn, "room/create", ref, "internal", "the backplane is unavailable")
 
-    async def _append(self, room_id: int, session: Session, event: str, data: Any,
-                      seed: bytes, now: float, kind: str = "cmd") -> str:
-        entry = {"k": kind, "ip": session.ip, "r": session.room_id, "u": session.user_id,
-                 "b": session.blocked, "e": event, "d": data, "s": seed, "t": now}
-        return await self.commits.append(room_key(room_id), _encode(entry))
+    async def _run(self, room_id: int, conn: Any, event: str, data: Any, ref: Ref | None,
+                   result: Callable[[str | None], None] = _ignore) -> None:
+        """Log, then apply and deliver one command of a room we own.
 
-    async def _run(self, room_id: int, conn: Any, event: str, data: Any,
-                   ref: Ref | None) -> str | None:
-        """Log, apply and deliver one command of a room we own; returns its error code."""
+        Returns once the command is queued for the log; ``result(error_code)`` runs when
+        it was applied (or refused), from the committer task, in log order.
+        """
         owned = self.owned.get(room_id)
         if owned is None:
             self._fail(conn, event, ref, "internal", "the room moved; try again")
-            return "internal"
-        async with owned.lock:
-            if self.owned.get(room_id) is not owned:
-                self._fail(conn, event, ref, "internal", "the room moved; try again")
-                return "internal"
-            seed, now = secrets.token_bytes(16), time.time()
-            if not self.bp.holds(room_key(room_id)):
-                # Our lease may have lapsed (cut off from Redis): never commit then.
-                return self._refuse(conn, event, ref, "the room is moving; try again")
-            # Once handed to the log the command may be durable, so it is applied even if
-            # the client's task is cancelled meanwhile (the log and the room must agree).
-            with trio.CancelScope(shield=True, deadline=trio.current_time() + COMMIT_GRACE):
-                try:
-                    owned.last_id = await self._append(room_id, conn.session, event, data,
-                                                       seed, now)
-                except BackplaneUnavailable:
-                    return self._refuse(conn, event, ref, "the backplane is unavailable")
-                with self._deterministic(seed, now):
-                    error = self.server.handle_event(conn, event, data, ref)
-                self._after_command(room_id, owned)
-                return error
-            # Redis did not answer within the grace: nothing was applied here.
-            return self._refuse(conn, event, ref, "the backplane did not answer")
+            result("internal")
+            return
+        if not self.bp.holds(room_key(room_id)):
+            # Our lease may have lapsed (cut off from Redis): never commit then.
+            result(self._refuse(conn, event, ref, "the room is moving; try again"))
+            return
+        seed, now = self._seeds.take(), time.time()
+
+        def done(stream_id: str) -> None:
+            if self.owned.get(room_id) is not owned:  # lost meanwhile: the new owner replays it
+                result(self._refuse(conn, event, ref, "the room moved; try again"))
+                return
+            owned.last_id = stream_id
+            with self._deterministic(seed, now):
+                error = self.server.handle_event(conn, event, data, ref)
+            self._after_command(room_id, owned)
+            result(error)
+
+        def failed(exc: BaseException) -> None:
+            result(self._refuse(conn, event, ref, "the backplane is unavailable"))
+
+        await self.commits.submit(room_key(room_id),
+                                  self._entry(conn.session, event, data, seed, now),
+                                  done, failed)
+
+    async def _run_waiting(self, room_id: int, conn: Any, event: str, data: Any,
+                           ref: Ref | None) -> str | None:
+        """``_run``, returning once the command was applied: its error code."""
+        finished = trio.Event()
+        outcome: list[str | None] = ["internal"]
+
+        def result(error: str | None) -> None:
+            outcome[0] = error
+            finished.set()
+
+        await self._run(room_id, conn, event, data, ref, result)
+        await finished.wait()
+        return outcome[0]
 
     def _refuse(self, conn: Any, event: str, ref: Ref | None, message: str) -> str:
         """Answer a command that was not committed with ``internal``, at once."""
@@ -429,43 +494,60 @@ class Cluster:
         owned = self.owned.get(room_id)
         if owned is None:
             return
-        async with owned.lock:
+        now = time.time()
+
+        def done(stream_id: str) -> None:
             if self.owned.get(room_id) is not owned:
                 return
-            now = time.time()
-            try:
-                owned.last_id = await self._append(room_id, session, "", None, b"", now, "disc")
-            except BackplaneUnavailable:
-                return
+            owned.last_id = stream_id
             with self._deterministic(b"", now):
                 self.server.apply(self.hub.disconnect(session), None)
             self._after_command(room_id, owned)
+
+        await self.commits.submit(room_key(room_id),
+                                  self._entry(session, "", None, b"", now, "disc"),
+                                  done, _ignore)
 
     async def import_done(self, room_id: int, result: list[dict[str, str]] | ImportFailure
                           ) -> Any:
         owned = self.owned.get(room_id)
         if owned is None:
             return None
-        async with owned.lock:
-            now = time.time()
-            payload = result.message if isinstance(result, ImportFailure) else result
-            owned.last_id = await self._append(
-                room_id, Session(ip=""), "", {"fail": isinstance(result, ImportFailure),
-                                              "v": payload}, b"", now, "imp")
-            with self._deterministic(b"", now):
-                outcome = self.hub.import_done(room_id, result)
-                self.server.apply(outcome.actions, None)
-            self._after_command(room_id, owned)
-            return outcome
+        now = time.time()
+        payload = result.message if isinstance(result, ImportFailure) else result
+        outcome: list[Any] = [None]
+        finished = trio.Event()
+
+        def done(stream_id: str) -> None:
+            if self.owned.get(room_id) is owned:
+                owned.last_id = stream_id
+                with self._deterministic(b"", now):
+                    outcome[0] = self.hub.import_done(room_id, result)
+                    self.server.apply(outcome[0].actions, None)
+                self._after_command(room_id, owned)
+            finished.set()
+
+        def failed(exc: BaseException) -> None:
+            finished.set()
+
+        await self.commits.submit(
+            room_key(room_id),
+            self._entry(Session(ip=""), "", {"fail": isinstance(result, ImportFailure),
+                                             "v": payload}, b"", now, "imp"),
+            done, failed)
+        await finished.wait()
+        return outcome[0]
 
     def _after_command(self, room_id: int, owned: Owned) -> None:
         self._flush()
-        if room_id not in self.hub.rooms:
+        room = self.hub.rooms.get(room_id)
+        if room is None:
             return  # removed: ``room_removed`` forgets it
         owned.since_snapshot += 1
         if owned.since_snapshot >= SNAPSHOT_EVERY:
             owned.since_snapshot = 0
-            self.spawn(self._snapshot, room_id, owned.last_id)
+            # Pickled now: the snapshot must hold exactly the commands up to ``last_id``.
+            self.spawn(self._snapshot, room_id, pickle.dumps(room), owned.last_id)
 
     def stats_changed(self, room_id: int) -> None:
         """Coalesced: ``_stats_loop`` writes each changed room at most every STATS_FLUSH."""
@@ -473,30 +555,71 @@ class Cluster:
             self._stats_dirty.add(room_id)
 
     async def _stats_loop(self) -> None:
-        """Write the documents of the rooms that changed, all in one round trip.
+        """Write the documents of watched rooms that changed, all in one round trip.
 
-        The stats page and its SSE stream show at most one update a second (§8), so
-        writing a busy room's document after every status change would only cost Redis
-        round trips and ``room_stats`` builds that nobody sees.
+        A document is built only for a room whose stats page, JSON API or SSE stream is
+        open on some node (readers keep ``statswant:{room}`` alive, see ``want_stats``):
+        building and writing every busy room's document each second cost a clustered
+        node more than forwarding its events did. The page shows at most one update a
+        second anyway (§8).
         """
         while True:
             await trio.sleep(STATS_FLUSH)
-            if not self._stats_dirty:
+            self._stats_fresh &= self.owned.keys()
+            rooms = [r for r in self.owned if r in self.hub.rooms]
+            if not rooms:
                 continue
             async with self._stats_write:
+                try:
+                    wanted = await self.bp.kv_exist([f"statswant:{r}" for r in rooms])
+                except BackplaneUnavailable:
+                    continue
                 dirty, self._stats_dirty = self._stats_dirty, set()
-                docs = []
-                for room_id in dirty:
+                docs, written = [], []
+                for room_id, want in zip(rooms, wanted, strict=True):
+                    if not want:
+                        self._stats_fresh.discard(room_id)  # its document may go stale now
+                        continue
                     room = self.hub.rooms.get(room_id)
-                    if room is not None and room_id in self.owned:
-                        blob = _encode((room.stats_version, room_stats(room, time.time())))
-                        docs.append((f"stats:{room_id}", blob, f"stats:{room_id}", b"changed"))
+                    if room is None or room_id not in self.owned or (
+                            room_id in self._stats_fresh and room_id not in dirty):
+                        continue
+                    blob = _encode((room.stats_version, room_stats(room, time.time())))
+                    docs.append((f"stats:{room_id}", blob, f"stats:{room_id}", b"changed"))
+                    written.append(room_id)
                 if not docs:
                     continue
                 try:
                     await self.bp.write_stats(docs)
+                    self._stats_fresh.update(written)
                 except BackplaneUnavailable:
                     self._stats_dirty |= dirty  # try again on the next flush
+
+    async def want_stats(self, room_id: int) -> None:
+        """Ask the room's owner to keep its stats document current (a reader is open).
+
+        When nobody asked for a while the document may be stale: then this waits (up to
+        two flushes) for the owner to write a fresh one.
+        """
+        now = trio.current_time()
+        last = self._stats_wanted.get(room_id)
+        if last is not None and now - last < STATS_WANT_TTL / 3:
+            return
+        stale = last is None or now - last >= STATS_WANT_TTL
+        if len(self._stats_wanted) > 1000:  # forget rooms nobody here reads any more
+            self._stats_wanted = {r: t for r, t in self._stats_wanted.items()
+                                  if now - t < STATS_WANT_TTL}
+        self._stats_wanted[room_id] = now
+        event = self.stats_event(room_id)
+        await self.watch_stats(room_id)
+        try:
+            await self.bp.kv_set(f"statswant:{room_id}", b"1", ttl_ms=int(STATS_WANT_TTL * 1000))
+        except BackplaneUnavailable:
+            self._stats_wanted.pop(room_id, None)
+            raise
+        if stale:
+            with trio.move_on_after(2.5 * STATS_FLUSH):
+                await event.wait()
 
     async def watch_stats(self, room_id: int) -> None:
         """Subscribe this node to a room's stats notices (for its SSE streams)."""
@@ -529,12 +652,9 @@ class Cluster:
     async def _unsubscribe(self, channel: str) -> None:
         await self.bp.unsubscribe_room(channel)
 
-    async def _snapshot(self, room_id: int, last_id: str) -> None:
-        room = self.hub.rooms.get(room_id)
-        if room is None:
-            return
+    async def _snapshot(self, room_id: int, blob: bytes, last_id: str) -> None:
         try:
-            if await self.bp.save_snapshot(room_key(room_id), pickle.dumps(room), last_id):
+            if await self.bp.save_snapshot(room_key(room_id), blob, last_id):
                 await self.bp.trim_log(room_key(room_id), last_id)
         except BackplaneUnavailable:
             pass
@@ -598,12 +718,7 @@ class Cluster:
         self.stats_changed(room_id)
 
     async def disconnected_now(self, room_id: int, owned: Owned, p: Participant) -> None:
-        now = time.time()
-        session = Session(ip="", room_id=room_id, user_id=p.user_id)
-        owned.last_id = await self._append(room_id, session, "", None, b"", now, "disc")
-        with self._deterministic(b"", now):
-            self.server.apply(self.hub.disconnect(session), None)
-        self._flush()
+        await self.disconnected(room_id, Session(ip="", room_id=room_id, user_id=p.user_id))
 
     def _lease_lost(self, key: str) -> None:
         """Another node owns the room now (we were cut off): drop our copy."""
@@ -624,18 +739,29 @@ class Cluster:
                        ref: Ref | None) -> bool:
         """Run the event on the owner's node; False when that node died before answering.
 
+        An event of a bound connection that cannot change its binding is sent without
+        waiting (the owner applies a connection's commands in the order sent and sends
+        their frames back), except every ``FORWARD_WINDOW``-th, which waits for the
+        owner: a connection cannot run ahead of its room by more than that.
+
         The caller may retry an unbound event (join/rehost/rejoin) elsewhere: re-attaching
         is idempotent. A bound connection whose owner died is closed with 1011 instead —
         the client resumes and finds the event applied (it is in the log) or not.
         """
-        self._next_id += 1
-        cmd_id = self._next_id
-        send, recv = trio.open_memory_channel[list[Any]](1)
-        self._pending[cmd_id] = send
         s = conn.session
-        msg = {"t": "cmd", "from": self.node, "c": conn.cid, "id": cmd_id,
+        sent = self._sent.get(conn.cid, 0) + 1
+        self._sent[conn.cid] = sent
+        msg = {"t": "cmd", "from": self.node, "c": conn.cid, "n": sent, "id": 0,
                "ep": conn.endpoint, "ip": s.ip, "r": s.room_id, "u": s.user_id,
                "b": s.blocked, "e": event, "d": data, "ref": ref}
+        if s.bound and event not in BINDING and sent % FORWARD_WINDOW:
+            if not self._send_msg(owner, msg, -conn.cid):
+                self._fail(conn, event, ref, "internal", "the backplane is unavailable")
+            return True
+        self._next_id += 1
+        cmd_id = msg["id"] = self._next_id
+        send, recv = trio.open_memory_channel[list[Any]](1)
+        self._pending[cmd_id] = send
         try:
             if not self._send_msg(owner, msg, cmd_id):
                 raise BackplaneUnavailable("the outbox to the room's node is full")
@@ -680,10 +806,9 @@ class Cluster:
     async def _inbox_message(self, msg: dict[str, Any]) -> None:
         kind = msg.get("t")
         if kind == "cmd":
-            # Bounded: when this many forwarded commands wait for their rooms, the inbox
-            # stops being read, Redis drops what overflows, and those clients get 1011.
-            await self._inflight.acquire()
-            self.spawn(self._remote_command, msg)
+            # In order, without a task per command: ``submit`` only waits while the commit
+            # queue is full (then the inbox stops being read: back-pressure onto Redis).
+            await self._remote_command(msg)
         elif kind == "out":
             self._deliver(msg["items"])
         elif kind == "gone":
@@ -695,35 +820,42 @@ class Cluster:
 
     async def _remote_command(self, msg: dict[str, Any]) -> None:
         """Run a command forwarded by another node for a room we own."""
-        try:
-            await self._remote_command_inner(msg)
-        finally:
-            self._inflight.release()
-
-    async def _remote_command_inner(self, msg: dict[str, Any]) -> None:
         key = (msg["from"], msg["c"])
         rc = self.remote.get(key)
         if rc is None:
             rc = self.remote[key] = RemoteConn(self, msg["from"], msg["c"], msg["ep"], msg["ip"])
             rc.session.room_id, rc.session.user_id = msg["r"], msg["u"]
+        elif msg["n"] != rc.sent + 1 and rc.session.bound:
+            # A command of this connection was lost on the way (pub/sub is at most once):
+            # the client must resume rather than go on with a gap.
+            self._remote_gone(*key)  # offline first: the close below forgets the stand-in
+            rc.close(1011, "commands were lost; resume")
+            self._flush()
+            return
+        rc.sent = msg["n"]
         rc.session.blocked = msg["b"]
-        data = msg["d"]
+        data, cmd_id = msg["d"], msg["id"]
         room_id = rc.session.room_id if rc.session.bound else (
             data.get("room_id") if isinstance(data, dict) else None)
-        error: str | None = "internal"
+
+        def result(error: str | None) -> None:
+            s = rc.session
+            items = rc.drain()
+            if cmd_id:
+                items.append([rc.cid, "r", cmd_id, s.room_id, s.user_id, error])
+            if not s.bound and self.remote.get(key) is rc:
+                del self.remote[key]
+            if items:
+                self._send_to(rc.node, items)
+
         if room_id in self.owned:
-            error = await self._run(room_id, rc, msg["e"], data, msg["ref"])
+            await self._run(room_id, rc, msg["e"], data, msg["ref"], result)
         elif room_id in self._gone:
             # Closed or expired here a moment ago: answer as any node will from now on.
-            error = self.server.handle_event(rc, msg["e"], data, msg["ref"])
+            result(self.server.handle_event(rc, msg["e"], data, msg["ref"]))
         else:
             self._fail(rc, msg["e"], msg["ref"], "internal", "the room moved; try again")
-        s = rc.session
-        items = rc.drain()
-        items.append([rc.cid, "r", msg["id"], s.room_id, s.user_id, error])
-        if not s.bound:
-            self.remote.pop(key, None)
-        self._send_to(rc.node, items)
+            result("internal")
 
     def _flush(self) -> None:
         """Publish the frames the last command produced for remote connections."""
@@ -779,6 +911,13 @@ class Cluster:
                     await self.bp.publish(node, payload)
                 except BackplaneUnavailable:
                     for _, cmd_id in batch:
+                        if cmd_id < 0:  # a command nobody waits for: its client resumes
+                            conn = self.local.get(-cmd_id)
+                            if conn is not None:
+                                conn.remote_owner = None
+                                conn.replaced = True
+                                conn.close(1011, "the backplane is unavailable; resume")
+                            continue
                         waiter = self._pending.get(cmd_id) if cmd_id else None
                         if waiter is not None:
                             with contextlib.suppress(trio.WouldBlock):
@@ -809,6 +948,7 @@ class Cluster:
     def local_closed(self, conn: ObserverConnection) -> None:
         """A client connection of this node ended."""
         self.local.pop(conn.cid, None)
+        self._sent.pop(conn.cid, None)
         owner = conn.remote_owner
         if owner is not None and not conn.replaced:
             self._send_msg(owner, {"t": "gone", "from": self.node, "c": conn.cid})

@@ -1,8 +1,9 @@
 """Where the web port reads room stats from: this process's rooms, or the cluster's.
 
 In one process the stats are computed from the live room. With the Redis backplane a room
-lives on its owner node, which publishes the §8.3 document to Redis after every change;
-any node's stats page and SSE stream read it from there and wake on the room's channel.
+lives on its owner node: there it is read live; on any other node the stats page and SSE
+stream read the §8.3 document the owner writes to Redis (at most once a second, while
+somebody reads it) and wake on the room's channel.
 """
 
 from __future__ import annotations
@@ -56,14 +57,25 @@ class LocalStats:
 
 
 class ClusterStats:
+    """A room owned here is read live; any other from the document its owner writes.
+
+    Owners build documents only for rooms somebody reads (``Cluster.want_stats``).
+    """
+
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
+        self.local = LocalStats(cluster.server)
 
     async def get(self, room_id: int) -> StatsEntry | None:
+        if room_id in self.cluster.owned:
+            entry = await self.local.get(room_id)
+            if entry is not None:
+                return entry
         bp = self.cluster.bp
         key = await bp.kv_get(f"room:{room_id}")
         if key is None:
             return None
+        await self.cluster.want_stats(room_id)
         blob = await bp.kv_get(f"stats:{room_id}")
         if blob is None:
             return None
@@ -71,6 +83,9 @@ class ClusterStats:
         return StatsEntry(room_id, key.decode(), version, document)
 
     async def wait_change(self, room_id: int) -> None:
-        await self.cluster.watch_stats(room_id)
         with trio.move_on_after(POLL_INTERVAL):
+            if room_id in self.cluster.owned:
+                await self.local.wait_change(room_id)
+                return
+            await self.cluster.watch_stats(room_id)
             await self.cluster.stats_event(room_id).wait()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 
+import coredis
 import pytest
 import trio
 
@@ -106,6 +108,36 @@ async def test_cross_node_room(nursery: trio.Nursery, nodes: list[Node]) -> None
                     "room_not_found")
 
 
+async def test_forwarded_events_keep_their_order_acks_and_errors(
+        nursery: trio.Nursery, nodes: list[Node]) -> None:
+    """A student on the other node sends many events back to back (more than the forward
+    window, so most are not waited for): the host gets them in order, the student gets
+    every ack and every error in order, on its own connection only."""
+    a, b = nodes
+    host = await client(nursery, a)
+    room = (await host.ok("room/create", {"name": "Teacher"}))[0]["data"]
+    student = await client(nursery, b)
+    await student.ok("room/join", {"room_id": room["room_id"], "name": "Ann"})
+    await host.expect("room/update")
+    for i in range(50):
+        if i % 10 == 7:
+            await student.send("message/to_all", {"content": "not mine"}, ref=i)  # host only
+        else:
+            await student.send("message/to_mentor", {"content": f"m{i}"}, ref=i)
+    answers = []
+    while len(answers) < 50:
+        frame = await student.recv()
+        if frame["event"] == "ack":
+            answers.append((frame["ref"], frame["data"].get("error", {}).get("code")))
+    assert answers == [(i, "not_host" if i % 10 == 7 else None) for i in range(50)]
+    got = []
+    while len(got) < 45:
+        frame = await host.expect("message/to_mentor")
+        got.append(frame["data"]["content"])
+    assert got == [f"m{i}" for i in range(50) if i % 10 != 7]
+    await host.silent()
+
+
 async def test_kill_owner_then_resume_elsewhere(nursery: trio.Nursery,
                                                 nodes: list[Node]) -> None:
     """kill -9 the node holding the host and half the students mid chat and code stream;
@@ -204,6 +236,35 @@ async def test_stats_and_sse_on_any_node(nursery: trio.Nursery, nodes: list[Node
                 async for line in lines:
                     if line.startswith("data:") and '"DONE"' in line:
                         break
+
+
+async def test_stats_documents_are_written_on_demand_and_fresh_on_first_read(
+        nursery: trio.Nursery, nodes: list[Node], redis_url: str) -> None:  # noqa: F811
+    """Owners build documents only for rooms somebody reads; the first read on another
+    node still sees every change made before it (it waits for a fresh document)."""
+    import httpx
+
+    a, b = nodes
+    host = await client(nursery, a)
+    room = (await host.ok("room/create", {"name": "Teacher"}))[0]["data"]
+    await host.ok("steps/all", [{"name": "1", "content": "x", "language": "py",
+                                 "type": "exercise"}])
+    student = await client(nursery, b)
+    await student.ok("room/join", {"room_id": room["room_id"], "name": "Ann"})
+    await student.ok("steps/status/to_mentor", {"1": "DONE"})
+    await trio.sleep(1.5)  # a few stats flushes: nobody reads, so nothing is written
+    doc_key = f"or:kv:stats:{room['room_id']}"
+    redis = coredis.Redis.from_url(redis_url)
+    async with redis:
+        assert await redis.exists([doc_key]) == 0
+    path = f"/api/rooms/{room['room_id']}/stats?key={room['stats_key']}"
+    async with httpx.AsyncClient(timeout=10) as http:
+        for node in (b, a):  # b reads the owner's document, a (the owner) its live room
+            body = (await http.get(f"http://127.0.0.1:{node.web_port}{path}")).json()
+            assert [s["name"] for s in body["students"]] == ["Ann"]
+            assert '"DONE"' in json.dumps(body)
+    async with redis:
+        assert await redis.exists([doc_key]) == 1
 
 
 async def _take(lines: object, n: int) -> AsyncIterator[str]:

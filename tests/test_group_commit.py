@@ -1,5 +1,6 @@
-"""Group commit: appends ready at the same moment share one call, in order; failures reach
-every waiter of their batch; stopping fails whoever still waits. Real Redis round trips
+"""Group commit: appends ready at the same moment share one call, in order; their ``done``
+callbacks run in submission order before the next call; a full queue makes ``submit`` wait;
+failures reach every waiter of their batch; stopping fails whoever still waits. Real Redis round trips
 are covered by tests/test_cluster.py; here the batching logic itself, with a recording
 ``append_many``."""
 
@@ -56,8 +57,7 @@ async def test_a_failed_batch_fails_each_waiter_and_stopping_fails_the_rest() ->
     errors: list[BaseException] = []
 
     async def append(entry: bytes) -> None:
-        # Shielded like the cluster's callers (with their grace): only ``run`` ending or
-        # the grace releases it.
+        # Shielded: only the batch's answer or ``run`` ending releases it.
         with trio.CancelScope(shield=True, deadline=trio.current_time() + 5):
             try:
                 await commits.append("r", entry)
@@ -92,3 +92,53 @@ async def test_large_queues_are_split_into_bounded_calls(n: int) -> None:
         nursery.cancel_scope.cancel()
     assert sum(len(c) for c in log.calls) == n
     assert max(len(c) for c in log.calls) <= 512
+
+
+async def test_done_callbacks_run_in_order_before_the_next_batch_is_sent() -> None:
+    log = Log()
+    commits = GroupCommit(log.append_many)
+    seen: list[str] = []
+
+    def done(name: str) -> object:
+        def callback(stream_id: str) -> None:
+            # Applied strictly after its own call and before the following one went out.
+            seen.append(f"{name}@{stream_id} calls={len(log.calls)}")
+            if name == "x2":
+                raise RuntimeError("a buggy command")  # must not stop the committer
+        return callback
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(commits.run)
+        await commits.submit("a", b"1", done("x1"), seen.append)
+        await trio.testing.wait_all_tasks_blocked()
+        for name in ("x2", "x3"):  # queued while the first call is in flight
+            await commits.submit("b", name.encode(), done(name), seen.append)
+        assert commits.pending == 2
+        log.gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+    assert seen == ["x1@1-0 calls=1", "x2@2-0 calls=2", "x3@2-1 calls=2"]
+
+
+async def test_a_full_queue_makes_submit_wait() -> None:
+    log = Log()
+    commits = GroupCommit(log.append_many, max_queue=2)
+    submitted: list[int] = []
+
+    async def submit(i: int) -> None:
+        await commits.submit("r", str(i).encode(), lambda _: None, lambda _: None)
+        submitted.append(i)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(commits.run)
+        await submit(0)
+        await trio.testing.wait_all_tasks_blocked()  # 0 is in flight, the queue is empty
+        for i in (1, 2, 3):
+            nursery.start_soon(submit, i)
+            await trio.testing.wait_all_tasks_blocked()
+        assert submitted == [0, 1, 2]  # 3 waits for space
+        log.gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert submitted == [0, 1, 2, 3]
+        nursery.cancel_scope.cancel()
+    assert [len(c) for c in log.calls] == [1, 2, 1]

@@ -744,6 +744,13 @@ class RedisBackplane:
             commands.append(["PUBLISH", self.room_channel(room), notice])
         await self._hot("write_stats", commands)
 
+    async def kv_exist(self, keys: Sequence[str]) -> list[bool]:
+        """Which of the kv ``keys`` exist, in one pipelined round trip."""
+        if not keys:
+            return []
+        replies = await self._hot("kv_exist", [["EXISTS", self._k("kv", key)] for key in keys])
+        return [bool(r) for r in replies]
+
     async def read_log(
         self, room: str, after_id: str | None = None, *, limit: int | None = None
     ) -> list[tuple[str, bytes]]:
