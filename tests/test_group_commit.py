@@ -1,8 +1,8 @@
 """Group commit: appends ready at the same moment share one call, in order; their ``done``
 callbacks run in submission order before the next call; a full queue makes ``submit`` wait;
-failures reach every waiter of their batch; stopping fails whoever still waits. Real Redis round trips
-are covered by tests/test_cluster.py; here the batching logic itself, with a recording
-``append_many``."""
+failures reach every waiter of their batch; stopping fails whoever still waits. Real Redis
+round trips are covered by tests/test_cluster.py; here the batching logic itself, with a
+recording ``append_many``."""
 
 from __future__ import annotations
 
