@@ -907,7 +907,9 @@ class Cluster:
                         break
                 payload = batch[0][0] if len(batch) == 1 else _encode(
                     {"t": "many", "m": [raw for raw, _ in batch]})
-                try:
+                if self.bp.publish_nowait(node, payload):
+                    continue
+                try:  # down or backed up: wait for it (back-pressure), or fail
                     await self.bp.publish(node, payload)
                 except BackplaneUnavailable:
                     for _, cmd_id in batch:

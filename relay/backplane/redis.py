@@ -540,6 +540,11 @@ class RedisBackplane:
         channel = self.inbox_channel(node_id)
         return int((await self._hot("publish", [["PUBLISH", channel, payload]]))[0])
 
+    def publish_nowait(self, node_id: str, payload: bytes) -> bool:
+        """``publish`` without waiting for Redis' reply (pub/sub is at most once anyway);
+        False when the connection is down or backed up: then ``await publish``."""
+        return self._pipe.send_nowait([["PUBLISH", self.inbox_channel(node_id), payload]])
+
     async def _hot(self, op: str, commands: list[list[Any]]) -> list[Any]:
         """Hot-path commands on the pipelined connection, with ``_call``'s failure rules."""
         with trio.move_on_after(self.op_timeout):

@@ -15,6 +15,7 @@ made while it is down fails at once with ``ConnectionError``, like a refused soc
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -207,17 +208,30 @@ class _Waiter:
         self.value: Any = None
 
 
+#: Stands in the reply queue for a command sent with ``send_nowait``: its reply is dropped.
+_DROP = object()
+#: ``send_nowait`` refuses once this many replies are outstanding (Redis is not keeping up).
+MAX_UNANSWERED = 10_000
+
+
 class RespPipe:
-    """One pipelined connection; ``await call(...)`` from any number of tasks."""
+    """One pipelined connection; ``await call(...)`` from any number of tasks.
+
+    Like the client connections (``relay.transport.connection``), commands are written
+    straight into the socket by the task that issues them while nothing is queued; the
+    writer task only takes over when the kernel pushes back.
+    """
 
     def __init__(self, url: str, connect_timeout: float = 2.0) -> None:
         self.address = Address(url)
         self.connect_timeout = connect_timeout
         self._out: list[bytes] = []
-        self._pending: deque[_Waiter] = deque()
+        self._pending: deque[_Waiter | object] = deque()
         self._wake = trio.Event()
         self._connection: trio.CancelScope | None = None
         self._up = trio.Event()  # set while connected
+        self._fd = -1  # the connected socket's descriptor, for direct writes
+        self._sending = False  # the writer task is in the middle of a send
 
     @property
     def connected(self) -> bool:
@@ -249,7 +263,7 @@ class RespPipe:
             waiter = _Waiter()
             self._pending.append(waiter)
             waiters.append(waiter)
-        self._wake.set()
+        self._write()
         for waiter in waiters:
             await waiter.done.wait()
         values = [w.value for w in waiters]
@@ -257,6 +271,35 @@ class RespPipe:
             if isinstance(value, ConnectionError):
                 raise value
         return values
+
+    def send_nowait(self, commands: Sequence[Sequence[Arg]]) -> bool:
+        """Send commands whose replies nobody needs (``PUBLISH``); False when down or
+        when Redis is not keeping up. Like any write, what was sent just before the
+        connection broke may be lost: callers must treat these as at-most-once."""
+        if not self.connected or len(self._pending) >= MAX_UNANSWERED:
+            return False
+        for args in commands:
+            self._out.append(encode_command(args))
+            self._pending.append(_DROP)
+        self._write()
+        return True
+
+    def _write(self) -> None:
+        """Write what is queued now if the writer is idle; else leave it to the writer."""
+        if self._sending or self._fd < 0:
+            self._wake.set()
+            return
+        data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
+        try:
+            sent = os.write(self._fd, data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:  # the writer's send fails the same way and reconnects
+            self._wake.set()
+            return
+        self._out = [data[sent:]] if sent < len(data) else []
+        if self._out:
+            self._wake.set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
@@ -267,21 +310,27 @@ class RespPipe:
             try:
                 stream = await self.address.connect(self.connect_timeout)
                 async with stream:
+                    self._fd = stream.socket.fileno()
                     self._up.set()
                     delay = 0.05
                     if not started:
                         started = True
                         task_status.started()
-                    with trio.CancelScope() as self._connection:
-                        async with trio.open_nursery() as nursery:
-                            nursery.start_soon(self._writer, stream)
-                            await self._reader(stream)
-                            nursery.cancel_scope.cancel()
+                    try:
+                        with trio.CancelScope() as self._connection:
+                            async with trio.open_nursery() as nursery:
+                                nursery.start_soon(self._writer, stream)
+                                await self._reader(stream)
+                                nursery.cancel_scope.cancel()
+                    finally:
+                        self._fd = -1  # before the close: the number may be reused at once
             except* (OSError, trio.TooSlowError, trio.BrokenResourceError,
                      trio.ClosedResourceError, ReplyError):
                 pass  # lost, refused or refused our credentials: reconnect after a pause
             finally:
                 self._connection = None
+                self._fd = -1
+                self._sending = False
                 self._fail_pending()
             if not started:
                 started = True
@@ -295,7 +344,9 @@ class RespPipe:
             self._wake = trio.Event()
             while self._out:
                 data, self._out = b"".join(self._out), []
+                self._sending = True
                 await stream.send_all(data)
+                self._sending = False
 
     async def _reader(self, stream: trio.SocketStream) -> None:
         parser = ReplyParser()
@@ -308,6 +359,9 @@ class RespPipe:
                 if not self._pending:
                     raise ConnectionError("a reply nobody asked for: out of step")
                 waiter = self._pending.popleft()
+                if waiter is _DROP:
+                    continue
+                assert isinstance(waiter, _Waiter)
                 waiter.value = reply
                 waiter.done.set()
 
@@ -318,6 +372,7 @@ class RespPipe:
         error = ConnectionError("the connection to Redis was lost")
         while self._pending:
             waiter = self._pending.popleft()
-            waiter.value = error
-            waiter.done.set()
+            if isinstance(waiter, _Waiter):
+                waiter.value = error
+                waiter.done.set()
 
