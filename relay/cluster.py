@@ -23,8 +23,7 @@ import logging
 import pickle
 import secrets
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -104,6 +103,30 @@ class Owned:
 
     since_snapshot: int = 0
     last_id: str = "0"
+
+
+class _Deterministic:
+    """Context: the hub draws from ``SeededEntropy(seed)`` and reads the clock as ``now``.
+
+    A plain class rather than ``@contextmanager``: it wraps every clustered command.
+    """
+
+    __slots__ = ("hub", "now", "saved", "seed")
+
+    def __init__(self, hub: Any, seed: bytes, now: float) -> None:
+        self.hub, self.seed, self.now = hub, seed, now
+
+    def __enter__(self) -> None:
+        hub = self.hub
+        self.saved = (hub.entropy, hub.wall, hub.monotonic)
+        hub.entropy = SeededEntropy(self.seed)
+        hub.wall = hub.monotonic = self._clock
+
+    def _clock(self) -> float:
+        return self.now
+
+    def __exit__(self, *_: object) -> None:
+        self.hub.entropy, self.hub.wall, self.hub.monotonic = self.saved
 
 
 class RemoteConn:
@@ -285,17 +308,9 @@ class Cluster:
         self._next_id += 1
         return self._next_id
 
-    @contextmanager
-    def _deterministic(self, seed: bytes, now: float) -> Iterator[None]:
+    def _deterministic(self, seed: bytes, now: float) -> _Deterministic:
         """Make the core deterministic for one command, so the log replays it exactly."""
-        hub = self.hub
-        saved = (hub.entropy, hub.wall, hub.monotonic)
-        hub.entropy = SeededEntropy(seed)
-        hub.wall = hub.monotonic = lambda: now
-        try:
-            yield
-        finally:
-            hub.entropy, hub.wall, hub.monotonic = saved
+        return _Deterministic(self.hub, seed, now)
 
     # -- dispatch (any node) ----------------------------------------------------------
     async def dispatch(self, conn: ObserverConnection, event: str, data: Any,
