@@ -42,6 +42,7 @@ from relay.core.outgoing import Outgoing, encode_json
 from relay.core.registry import EVENTS, UNBOUND
 from relay.core.stats import room_stats
 from relay.core.steps_import import ImportFailure
+from relay.handoff import Handoff
 from relay.transport.wsframe import text_frame
 
 if TYPE_CHECKING:
@@ -285,6 +286,7 @@ class Cluster:
         self._watched: set[str] = set()
         self._next_touch = 0.0
         self._sent: dict[int, int] = {}  # cid -> commands forwarded (numbered from 1)
+        self.handoff = Handoff(server, self.node) if server.config.cluster_handoff else None
         self._seeds = SeedPool()
         self._nursery: trio.Nursery | None = None
 
@@ -293,6 +295,8 @@ class Cluster:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await nursery.start(self.bp.run)
+            if self.handoff is not None:
+                await nursery.start(self.handoff.serve)
             nursery.start_soon(self.commits.run)
             nursery.start_soon(self._stats_loop)
             nursery.start_soon(self._inbox_loop)
@@ -350,6 +354,10 @@ class Cluster:
                     error = await self._run_waiting(room_id, conn, event, data, ref)
                     if event in REATTACH and error in COUNTED:
                         self.hub.count_join_failure(session.ip)
+            elif (event in REATTACH and not session.bound and self.handoff is not None
+                  and self.handoff.can_give(conn, owner)
+                  and await self.handoff.give(owner, conn, event, data, ref)):
+                break  # the owner runs on this host and serves the connection from now on
             elif not await self._forward(owner, conn, event, data, ref):
                 # The owner died before answering an attach: find the new owner, retry.
                 try:

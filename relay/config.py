@@ -129,6 +129,7 @@ class Config:
     notion_base_urls: list[str] = field(default_factory=lambda: [
         "https://notion.so", "https://www.notion.so", "https://*.notion.site"])
     backplane_url: str = "memory://"
+    cluster_handoff: bool = True  # same-host nodes pass sockets to the room's owner
     plugin_version: str = "1.2.15"
     log_level: str = "INFO"
 
@@ -188,6 +189,7 @@ ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "OBSERVER_TURN_TTL": ("turn_ttl", _positive_int),
     "OBSERVER_NOTION_BASE_URLS": ("notion_base_urls", parse_notion_bases),
     "OBSERVER_BACKPLANE_URL": ("backplane_url", parse_backplane),
+    "OBSERVER_CLUSTER_HANDOFF": ("cluster_handoff", parse_bool),
     "OBSERVER_PLUGIN_VERSION": ("plugin_version", lambda t: t.strip()),
     "OBSERVER_LOG_LEVEL": ("log_level", parse_log_level),
 }

@@ -222,10 +222,13 @@ class RelayServer:
             self.ws_conns[conn.conn_id] = conn
         else:
             conn = ObserverConnection(self, stream, ip, request.trailing, self._codec(path))
+        del request  # the handshake's headers are not kept for the connection's lifetime
+        await self._serve(conn)
+
+    async def _serve(self, conn: WebSocketConnection) -> None:
         if self.cluster is not None:
             conn.cid = self.cluster.new_cid()  # type: ignore[attr-defined]
             self.cluster.local[conn.cid] = conn  # type: ignore[attr-defined]
-        del request  # the handshake's headers are not kept for the connection's lifetime
         self.connections.add(conn)
         self.heartbeat_wheel.add(conn, conn.heartbeat_due())
         self.metrics.inc("observer_connections_opened", conn.endpoint)
@@ -235,10 +238,25 @@ class RelayServer:
             self.connections.discard(conn)
             self.heartbeat_wheel.discard(conn)
             code = conn.close_code if conn.close_code is not None else 1006
-            self.metrics.inc("observer_disconnects", CLOSE_REASONS.get(code, "normal"))
+            reason = "handed_off" if conn.handed_off else CLOSE_REASONS.get(code, "normal")
+            self.metrics.inc("observer_disconnects", reason)
+
+    async def adopt(self, conn: ObserverConnection, event: str, data: Any,
+                    ref: Ref | None) -> None:
+        """Serve a connection another node of this host handed over (``relay.handoff``)."""
+        conn.adopt(event, data, ref)
+        try:
+            await self._serve(conn)
+        finally:
+            with trio.move_on_after(0.5) as scope:
+                scope.shield = True
+                await conn.stream.aclose()
 
     def _codec(self, path: str) -> Any:
-        if path in SIO_PATHS:
+        return self.codec_for("socketio" if path in SIO_PATHS else "observer")
+
+    def codec_for(self, endpoint: str) -> Any:
+        if endpoint == "socketio":
             from relay.codecs.socketio import SocketIOCodec
 
             cfg = self.config

@@ -15,9 +15,14 @@ from tests.redis_server import redis_server, redis_url  # noqa: F401  (fixtures)
 pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.fixture
-async def nodes(nursery: trio.Nursery, redis_url: str) -> AsyncIterator[list[Node]]:  # noqa: F811
-    started = [await start_node(nursery, redis_url), await start_node(nursery, redis_url)]
+@pytest.fixture(params=["forwarding", "handoff"])
+async def nodes(request: pytest.FixtureRequest, nursery: trio.Nursery, redis_url: str  # noqa: F811
+                ) -> AsyncIterator[list[Node]]:
+    """Two nodes; every test runs with clients forwarded between them (nodes on different
+    hosts) and with same-host handoff (a joining client moves to the room's owner)."""
+    env = {"OBSERVER_CLUSTER_HANDOFF": "1" if request.param == "handoff" else "0"}
+    started = [await start_node(nursery, redis_url, **env),
+               await start_node(nursery, redis_url, **env)]
     yield started
     for node in started:
         if node.process.returncode is None:
@@ -106,6 +111,29 @@ async def test_cross_node_room(nursery: trio.Nursery, nodes: list[Node]) -> None
     late = await client(nursery, b)
     await late.fail("room/join", {"room_id": created["room_id"], "name": "X"},
                     "room_not_found")
+
+
+async def test_same_host_handoff_moves_the_socket_to_the_owner(
+        nursery: trio.Nursery, redis_url: str) -> None:  # noqa: F811
+    """A student who connected to the node that does not own the room is handed over to
+    the owner at its join (same host): killing the accepting node afterwards does not
+    touch its connection, and everything keeps flowing both ways."""
+    a = await start_node(nursery, redis_url)
+    b = await start_node(nursery, redis_url)
+    host = await client(nursery, a)
+    room = (await host.ok("room/create", {"name": "Teacher"}))[0]["data"]
+    student = await client(nursery, b)
+    joined = await student.ok("room/join", {"room_id": room["room_id"], "name": "Ann"})
+    assert joined[0]["data"]["user_id"] > 1
+    await host.expect("room/update")
+    await student.ok("message/to_mentor", {"content": "before"})
+    assert (await host.expect("message/to_mentor"))["data"]["content"] == "before"
+    b.kill9()
+    await trio.sleep(0.5)
+    await student.ok("message/to_mentor", {"content": "after"})
+    assert (await host.expect("message/to_mentor"))["data"]["content"] == "after"
+    await host.send("message/to_all", {"content": "hello"})
+    assert (await student.expect("message/to_client"))["data"]["content"] == "hello"
 
 
 async def test_forwarded_events_keep_their_order_acks_and_errors(

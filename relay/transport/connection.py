@@ -48,6 +48,8 @@ CLOSE_REASONS = {
 }
 
 
+HANDED_OFF = (1000, "handed off")  # ``_closing`` of a socket given to another process
+
 _NO_QUEUE: deque[tuple[bytes | tuple[Outgoing, int], int]] = deque(maxlen=0)
 
 
@@ -130,6 +132,18 @@ class WebSocketConnection:
                     log.exception("error while ending a connection")
                 with trio.move_on_after(0.5):
                     await self.stream.aclose()
+
+    @property
+    def handed_off(self) -> bool:
+        return self._closing is HANDED_OFF
+
+    def hand_off(self) -> None:
+        """The socket now belongs to another process (``relay.handoff``): stop reading,
+        never write again, and end without a close frame (only our descriptor closes)."""
+        self._accepting = False
+        self._closing = HANDED_OFF
+        self.close_code = 1000
+        self.peer_closed = True
 
     def on_open(self) -> None:
         """Called once the connection runs (Socket.IO sends its open packet here)."""

@@ -1,0 +1,203 @@
+"""Same-host handoff: a client socket moves to the node that owns its room.
+
+Behind a plain load balancer half of a room's students land on a node that does not own
+the room, and every event of theirs then crosses Redis twice (``relay.cluster``). When
+the owner runs on the same host — N processes on one machine is how Python uses N cores —
+the node that accepted the connection can instead pass the socket itself to the owner
+(``SCM_RIGHTS`` over a Unix socket in the abstract namespace, which only processes of the
+same host and network namespace can reach) at the connection's first ``room/join``,
+``room/rejoin`` or ``room/rehost``. The owner then serves it as its own, and the
+connection never touches the backplane's forwarding path again.
+
+Only a connection in a clean state moves: no room yet, nothing queued to write, nothing
+read past the joining frame (the handoff carries the decoded event, not raw bytes). The
+Socket.IO session (sid, namespace) travels with it. Once the descriptor is sent the
+giving node lets go of the socket whatever happens; before that, any failure (another
+host, an old node, a full owner) falls back to forwarding. The receiving node accepts
+descriptors only from processes of its own user and reads the client's address from the
+socket itself.
+"""
+
+from __future__ import annotations
+
+import array
+import logging
+import os
+import socket
+import struct
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import trio
+
+if TYPE_CHECKING:
+    from relay.codecs.base import Ref
+    from relay.server import RelayServer
+    from relay.transport.observer import ObserverConnection
+
+log = logging.getLogger("relay.handoff")
+
+MAX_STATE = 256 * 1024  # the joining event is small; a bigger one is forwarded instead
+GIVE_TIMEOUT = 2.0
+NOT_LOCAL_FOR = 60.0  # how long a node that could not be reached is not tried again
+
+
+def address(node_id: str) -> bytes:
+    return b"\0observer-relay-handoff/" + node_id.encode()
+
+
+def _clean(conn: ObserverConnection) -> bool:
+    """Nothing of the connection's state lives outside the socket and the codec."""
+    if conn._fd < 0 or conn._writing or conn._control or conn._pre or conn._queue \
+            or conn._partial or conn._closing is not None or conn.peer_closed:
+        return False
+    try:  # bytes read past the joining frame would be lost with our wsproto
+        decoder = conn._ws._proto._frame_decoder
+        return len(decoder.buffer) == 0 and decoder.header is None
+    except AttributeError:
+        return False
+
+
+class Handoff:
+    """This node's end: ``serve`` receives sockets, ``give`` passes one on."""
+
+    def __init__(self, server: RelayServer, node_id: str) -> None:
+        self.server = server
+        self.node_id = node_id
+        self._not_local: dict[str, float] = {}
+        self.given = 0
+        self.taken = 0
+
+    async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        listener = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            await listener.bind(address(self.node_id))
+            listener.listen(128)
+        except OSError as exc:  # not Linux, or the name is taken: forwarding only
+            log.warning("same-host handoff is off: %s", exc)
+            listener.close()
+            task_status.started()
+            return
+        task_status.started()
+        with listener:
+            async with trio.open_nursery() as nursery:
+                while True:
+                    sock, _ = await listener.accept()
+                    nursery.start_soon(self._take, sock)
+
+    async def _take(self, sock: trio.socket.SocketType) -> None:
+        with sock:
+            try:
+                creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                        struct.calcsize("3i"))
+                if struct.unpack("3i", creds)[1] != os.getuid():
+                    return  # only our own user's processes may hand us sockets
+                with trio.fail_after(GIVE_TIMEOUT):
+                    blob, fd = await _recv_with_fd(sock)
+                try:
+                    state = msgspec.msgpack.decode(blob)
+                    conn = self._adopt(fd, state)
+                except Exception:
+                    os.close(fd)
+                    raise
+                await sock.send(b"k")
+            except (OSError, trio.TooSlowError, msgspec.DecodeError, KeyError, ValueError,
+                    TypeError):
+                return
+        self.taken += 1
+        await self.server.adopt(conn, state["e"], state["d"], state["ref"])
+
+    def _adopt(self, fd: int, state: dict[str, Any]) -> ObserverConnection:
+        from relay.transport.observer import ObserverConnection
+
+        raw = socket.socket(fileno=fd)
+        raw.setblocking(False)
+        stream = trio.SocketStream(trio.socket.from_stdlib_socket(raw))
+        try:
+            ip = raw.getpeername()[0]
+        except OSError:
+            ip = "?"
+        codec = self.server.codec_for(state["ep"])
+        if state.get("sid") is not None:
+            codec.sid = state["sid"]
+            codec.socket_sid = state["ssid"]
+        conn = ObserverConnection(self.server, stream, ip, b"", codec)
+        conn.adopted = True
+        return conn
+
+    def can_give(self, conn: Any, owner: str) -> bool:
+        until = self._not_local.get(owner)
+        if until is not None and trio.current_time() < until:
+            return False
+        return _clean(conn)
+
+    async def give(self, owner: str, conn: ObserverConnection, event: str, data: Any,
+                   ref: Ref | None) -> bool:
+        """Pass ``conn``'s socket to ``owner``; True once it is gone from this node."""
+        codec = conn.codec
+        state = {"ep": conn.endpoint, "e": event, "d": data, "ref": ref,
+                 "sid": getattr(codec, "sid", None), "ssid": getattr(codec, "socket_sid", None)}
+        try:
+            blob = msgspec.msgpack.encode(state)
+        except (TypeError, msgspec.EncodeError):
+            return False
+        if len(blob) > MAX_STATE:
+            return False
+        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        with sock:
+            try:
+                with trio.fail_after(GIVE_TIMEOUT):
+                    await sock.connect(address(owner))
+            except (OSError, trio.TooSlowError):
+                self._not_local[owner] = trio.current_time() + NOT_LOCAL_FOR
+                return False
+            try:
+                with trio.fail_after(GIVE_TIMEOUT):
+                    await sock.sendmsg([blob], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                                 array.array("i", [conn._fd]))])
+            except (OSError, trio.TooSlowError):
+                return False  # not sent: still ours
+            # From here the owner may be serving the socket: let go of it, whatever
+            # the answer (without one, the client sees a dead connection and resumes).
+            conn.hand_off()
+            self.given += 1
+            with trio.move_on_after(GIVE_TIMEOUT):
+                try:
+                    await sock.recv(1)
+                except OSError:
+                    pass
+        return True
+
+
+async def _recv_with_fd(sock: trio.socket.SocketType) -> tuple[bytes, int]:
+    """One state message and the descriptor sent with it (the sender sends both at once,
+    then waits for our answer). The descriptor is closed again if anything is wrong."""
+    chunks: list[bytes] = []
+    fd = -1
+    size = 0
+    try:
+        while True:
+            data, ancdata, _, _ = await sock.recvmsg(65536, socket.CMSG_SPACE(4))
+            for level, kind, payload in ancdata:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS and fd < 0:
+                    fds = array.array("i")
+                    fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
+                    fd = fds[0] if fds else -1
+            if not data:
+                raise ValueError("the state was cut short")
+            chunks.append(data)
+            size += len(data)
+            if size > MAX_STATE:
+                raise ValueError("state too large")
+            try:
+                msgspec.msgpack.decode(b"".join(chunks))
+                break  # complete
+            except msgspec.DecodeError:
+                continue
+        if fd < 0:
+            raise ValueError("no descriptor")
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        raise
+    return b"".join(chunks), fd
