@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import coredis
 import pytest
@@ -134,6 +135,71 @@ async def test_same_host_handoff_moves_the_socket_to_the_owner(
     assert (await host.expect("message/to_mentor"))["data"]["content"] == "after"
     await host.send("message/to_all", {"content": "hello"})
     assert (await student.expect("message/to_client"))["data"]["content"] == "hello"
+
+
+async def test_socketio_client_is_handed_off_with_its_session(
+        nursery: trio.Nursery, redis_url: str) -> None:  # noqa: F811
+    """A Socket.IO client moves with its Engine.IO session: after the accepting node is
+    killed, the owner pings it, and events flow both ways on the same socket."""
+    from trio_websocket import connect_websocket_url
+
+    env = {"OBSERVER_SIO_PING_INTERVAL": "0.5", "OBSERVER_SIO_PING_TIMEOUT": "2"}
+    a = await start_node(nursery, redis_url, **env)
+    b = await start_node(nursery, redis_url, **env)
+    host = await client(nursery, a)
+    room = (await host.ok("room/create", {"name": "Teacher"}))[0]["data"]
+    ws = await connect_websocket_url(nursery, b.url + "/socket.io/?EIO=4&transport=websocket")
+    assert (await ws.get_message()).startswith("0{")
+    await ws.send_message("40")
+    assert (await ws.get_message()).startswith('40{"sid":')
+    pings = 0
+
+    async def next_event() -> list[Any]:
+        nonlocal pings
+        with trio.fail_after(10):
+            while True:
+                message = await ws.get_message()
+                if message == "2":  # Engine.IO ping: answer it, as clients do
+                    pings += 1
+                    await ws.send_message("3")
+                elif message.startswith("42"):
+                    return list(json.loads(message[2:]))
+
+    join = {"room_id": room["room_id"], "name": "Ann"}
+    await ws.send_message("42" + json.dumps(["room/join", join]))
+    assert (await next_event())[0] == "room/join"
+    await host.expect("room/update")
+    b.kill9()
+    pings = 0
+    with trio.move_on_after(1.5):
+        while True:
+            await next_event()  # rtc/config (sent after the join), then only pings from a
+    assert pings >= 2
+    await ws.send_message("42" + json.dumps(["message/to_mentor", {"content": "after"}]))
+    assert (await host.expect("message/to_mentor"))["data"]["content"] == "after"
+    await host.send("message/to_all", {"content": "hello"})
+    event = await next_event()
+    assert event[0] == "message/to_client" and event[1]["content"] == "hello"
+
+
+def test_handoff_only_when_nothing_was_read_past_the_joining_frame() -> None:
+    from wsproto.connection import Connection, ConnectionType
+    from wsproto.frame_protocol import FrameProtocol
+
+    from relay.handoff import ws_drained
+
+    client_side = FrameProtocol(client=True, extensions=[])
+    join, chat = (client_side.send_data(text, fin=True) for text in ("join", "chat"))
+    ws = Connection(ConnectionType.SERVER)
+    ws.receive_data(join + chat[:3])  # the join and the start of the next frame
+    events = ws.events()
+    assert next(events).data == "join"
+    assert not ws_drained(ws)
+    ws = Connection(ConnectionType.SERVER)
+    ws.receive_data(join)
+    events = ws.events()
+    assert next(events).data == "join"
+    assert ws_drained(ws)
 
 
 async def test_forwarded_events_keep_their_order_acks_and_errors(
