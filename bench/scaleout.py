@@ -2,10 +2,12 @@
 
 ``python -m bench.scaleout [--quick] [--nice N] [--node-cpu F | --shared-core]``: starts a
 private ``redis-server`` (no persistence) on 127.0.0.1, then alternates W1 trials between
-(a) one node with the in-memory backplane and (b) two nodes sharing rooms through Redis,
-the generator spreading its connections round-robin over the nodes like a plain load
-balancer (so about half of every room's students sit on the node that does not own the
-room and are forwarded). Prints a table and writes JSON next to ``bench.run``'s results.
+(a) one node with the in-memory backplane, (b) two nodes sharing rooms through Redis and
+(c) the same with same-host handoff switched off, the generator spreading its
+connections round-robin over the nodes like a plain load balancer (so about half of every
+room's students reach the node that does not own the room: in (b) their sockets move to
+the owner at the join, in (c) their events are forwarded, as between nodes on different
+hosts). Prints a table and writes JSON next to ``bench.run``'s results.
 
 Node size. Scaling out means adding nodes of the same size, so each node gets the same
 CPU budget: by default every relay node runs in its own cgroup with a CPU quota of
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -104,19 +107,27 @@ def redis_server(cpus: str | None) -> Iterator[tuple[str, int]]:
             proc.wait(5)
 
 
-def node_kind(redis_url: str) -> ServerKind:
+def node_kind(redis_url: str, env: dict[str, str] | None = None) -> ServerKind:
     return ServerKind("node", "Observer Relay node", OURS.argv,
-                      {**OURS.env, "OBSERVER_BACKPLANE_URL": redis_url})
+                      {**OURS.env, "OBSERVER_BACKPLANE_URL": redis_url, **(env or {})})
+
+
+#: name -> (nodes, extra environment of every node)
+SETUPS: dict[str, tuple[int, dict[str, str]]] = {
+    "1 node (memory)": (1, {}),
+    "2 nodes + Redis": (2, {}),  # same host: joining clients are handed to the owner
+    "2 nodes + Redis, forwarding": (2, {"OBSERVER_CLUSTER_HANDOFF": "0"}),  # as across hosts
+}
 
 
 def trial(rooms: int, nodes: int, redis: tuple[str, int], plan: run.Plan,
-          node_cpu: float | None) -> dict[str, Any]:
+          node_cpu: float | None, env: dict[str, str] | None = None) -> dict[str, Any]:
     params = {"rooms": rooms, "duration": plan.w1_duration, "warmup": plan.w1_warmup}
     started: list[Server] = []
     limits: list[CpuLimit] = []
     redis_url, redis_pid = redis
     try:
-        kind = OURS if nodes == 1 else node_kind(redis_url)
+        kind = OURS if nodes == 1 else node_kind(redis_url, env)
         for i in range(nodes):
             server = Server(kind, cpus=None if node_cpu else run.SERVER_CPU)
             started.append(server)
@@ -170,24 +181,33 @@ def main() -> None:
                            help="CPU quota of every relay node (cgroup), default 0.5")
     placement.add_argument("--shared-core", action="store_true",
                            help="pin the nodes and Redis to CPU 0 instead (no quota)")
+    parser.add_argument("--max-trials", type=int, default=0,
+                        help="trials per setup (default: bench.run's plan)")
+    parser.add_argument("--bisect", type=int, default=-1, help="bisection steps after a failure")
+    parser.add_argument("--setups", default=",".join(SETUPS),
+                        help="comma-separated subset of: " + ", ".join(SETUPS))
     args = parser.parse_args()
     if args.nice:
         run.PRIORITY[:] = ["nice", "-n", str(-args.nice)]
     node_cpu = None if args.shared_core else args.node_cpu
     run.raise_nofile()
     plan = run.Plan.make(args.quick)
-    setups = {"1 node (memory)": 1, "2 nodes + Redis": 2}
+    if args.max_trials:
+        plan = dataclasses.replace(plan, w1_max_trials=args.max_trials)
+    if args.bisect >= 0:
+        plan = dataclasses.replace(plan, w1_bisect=args.bisect)
+    setups = {name: SETUPS[name] for name in args.setups.split(",")}
     searches = {name: run.search_rooms(plan) for name in setups}
     trying: dict[str, int | None] = {name: next(s) for name, s in searches.items()}
     best: dict[str, int] = {}
     trials: dict[str, list[dict[str, Any]]] = {name: [] for name in setups}
     with redis_server(run.SERVER_CPU if node_cpu is None else None) as redis:
         while any(v is not None for v in trying.values()):
-            for name, nodes in setups.items():
+            for name, (nodes, env) in setups.items():
                 rooms = trying[name]
                 if rooms is None:
                     continue
-                result = trial(rooms, nodes, redis, plan, node_cpu)
+                result = trial(rooms, nodes, redis, plan, node_cpu, env)
                 result["rooms"] = rooms
                 trials[name].append(result)
                 p99 = result.get("student_to_host", {}).get("p99_ms")
@@ -199,13 +219,14 @@ def main() -> None:
                 except StopIteration as stop:
                     best[name] = int(stop.value)
                     trying[name] = None
-    one, two = best.get("1 node (memory)", 0), best.get("2 nodes + Redis", 0)
+    one = best.get("1 node (memory)", 0)
     size = "all on CPU 0" if node_cpu is None else f"{node_cpu} CPU per node (cgroup quota)"
-    print(f"| W1 setup (same run; {size}) | largest R with p99 ≤ 100 ms, nothing lost |")
-    print("|---|---|")
+    print(f"| W1 setup (same run; {size}) | largest R with p99 ≤ 100 ms, nothing lost "
+          "| ratio to 1 node |")
+    print("|---|---|---|")
     for name in setups:
-        print(f"| {name} | {best.get(name, 0)} |")
-    print(f"| ratio 2 nodes / 1 node | {two / one:.2f}× |" if one else "| ratio | - |")
+        ratio = f"{best.get(name, 0) / one:.2f}×" if one else "-"
+        print(f"| {name} | {best.get(name, 0)} | {ratio} |")
     run.RESULTS.mkdir(parents=True, exist_ok=True)
     out = run.RESULTS / f"scaleout-{time.strftime('%Y%m%dT%H%M%S')}.json"
     out.write_text(json.dumps({"quick": args.quick, "node_cpu": node_cpu, "max_rooms": best,
