@@ -116,7 +116,7 @@ def node_kind(redis_url: str, env: dict[str, str] | None = None) -> ServerKind:
 SETUPS: dict[str, tuple[int, dict[str, str]]] = {
     "1 node (memory)": (1, {}),
     "2 nodes + Redis": (2, {}),  # same host: joining clients are handed to the owner
-    "2 nodes + Redis, forwarding": (2, {"OBSERVER_CLUSTER_HANDOFF": "0"}),  # as across hosts
+    "2 nodes + Redis (forwarding)": (2, {"OBSERVER_CLUSTER_HANDOFF": "0"}),  # as across hosts
 }
 
 
