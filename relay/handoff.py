@@ -21,10 +21,12 @@ socket itself.
 from __future__ import annotations
 
 import array
+import contextlib
 import logging
 import os
 import socket
 import struct
+import sys
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -71,8 +73,6 @@ class Handoff:
         self.server = server
         self.node_id = node_id
         self._not_local: dict[str, float] = {}
-        self.given = 0
-        self.taken = 0
 
     async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         listener = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -102,15 +102,17 @@ class Handoff:
                     blob, fd = await _recv_with_fd(sock)
                 try:
                     state = msgspec.msgpack.decode(blob)
+                    if self.server.shutting_down:
+                        raise ValueError("shutting down")  # the client reconnects elsewhere
                     conn = self._adopt(fd, state)
                 except Exception:
                     os.close(fd)
                     raise
-                await sock.send(b"k")
             except (OSError, trio.TooSlowError, msgspec.DecodeError, KeyError, ValueError,
                     TypeError):
                 return
-        self.taken += 1
+            with contextlib.suppress(OSError):
+                await sock.send(b"k")  # the giver has let go either way
         await self.server.adopt(conn, state["e"], state["d"], state["ref"])
 
     def _adopt(self, fd: int, state: dict[str, Any]) -> ObserverConnection:
@@ -120,16 +122,14 @@ class Handoff:
         raw.setblocking(False)
         stream = trio.SocketStream(trio.socket.from_stdlib_socket(raw))
         try:
-            ip = raw.getpeername()[0]
+            ip = sys.intern(raw.getpeername()[0])
         except OSError:
             ip = "?"
         codec = self.server.codec_for(state["ep"])
         if state.get("sid") is not None:
             codec.sid = state["sid"]
             codec.socket_sid = state["ssid"]
-        conn = ObserverConnection(self.server, stream, ip, b"", codec)
-        conn.adopted = True
-        return conn
+        return ObserverConnection(self.server, stream, ip, b"", codec)
 
     def can_give(self, conn: Any, owner: str) -> bool:
         until = self._not_local.get(owner)
@@ -166,7 +166,6 @@ class Handoff:
             # From here the owner may be serving the socket: let go of it, whatever
             # the answer (without one, the client sees a dead connection and resumes).
             conn.hand_off()
-            self.given += 1
             with trio.move_on_after(GIVE_TIMEOUT):
                 try:
                     await sock.recv(1)
