@@ -7,13 +7,15 @@ then delivered: so an event takes effect for everyone (it is in the log) or for 
 and any node can rebuild the room exactly by replaying the log through the same
 deterministic core (``Hub`` with ``SeededEntropy``) after the owner died.
 
-A client may be connected to any node. A node that does not own the room forwards the
-connection's events to the owner's inbox; the owner keeps a ``RemoteConn`` stand-in with
-the same interface as a local connection, encodes the frames with the client's codec and
-publishes them back, once per node per command. Replacement (4003), kicks and room closes
-are ordinary closes of those stand-ins. Nodes watch each other's liveness keys: a dead
-owner's clients are closed with 1011 (reconnect and resume), and the node that next needs
-the room steals the lease and rebuilds it; a dead client node's participants go offline.
+A client may be connected to any node. On the same host, a node that does not own the
+room hands the client's socket to the owner at its join (``relay.handoff``); otherwise it
+forwards the connection's events to the owner's inbox. The owner keeps a ``RemoteConn``
+stand-in with the same interface as a local connection, encodes the frames with the
+client's codec and publishes them back, once per node per command. Replacement (4003),
+kicks and room closes are ordinary closes of those stand-ins. Nodes watch each other's
+liveness keys: a dead owner's clients are closed with 1011 (reconnect and resume), and the
+node that next needs the room steals the lease and rebuilds it; a dead client node's
+participants go offline.
 """
 
 from __future__ import annotations
