@@ -81,6 +81,12 @@ def _ignore(*_: Any) -> None:
     pass
 
 
+def _unwaited(session: Session, event: str) -> bool:
+    """Whether the sender's node may go on without waiting for the event's result: it
+    cannot change which room the connection is in."""
+    return session.bound and event not in BINDING
+
+
 class SeedPool:
     """16-byte CSPRNG seeds for commands, read from the OS 4 KiB at a time.
 
@@ -350,14 +356,13 @@ class Cluster:
             if owner is None:
                 self.server.handle_event(conn, event, data, ref)  # room_not_found etc.
             elif owner == self.node:
-                if session.bound and event not in BINDING:
-                    await self._run(room_id, conn, event, data, ref)  # no need to wait
+                if _unwaited(session, event):
+                    await self._run(room_id, conn, event, data, ref)
                 else:
                     error = await self._run_waiting(room_id, conn, event, data, ref)
                     if event in REATTACH and error in COUNTED:
                         self.hub.count_join_failure(session.ip)
             elif (event in REATTACH and not session.bound and self.handoff is not None
-                  and self.handoff.can_give(conn, owner)
                   and await self.handoff.give(owner, conn, event, data, ref)):
                 break  # the owner runs on this host and serves the connection from now on
             elif not await self._forward(owner, conn, event, data, ref):
@@ -426,26 +431,19 @@ class Cluster:
             await self.bp.claim_room(room_key(room_id), LEASE_MS)
             owned = self.owned[room_id] = Owned()
             now = time.time()
-            applied = trio.Event()
-            refused: list[BaseException] = []
 
-            def done(stream_id: str) -> None:
+            def apply(stream_id: str) -> None:
                 owned.last_id = stream_id
                 with self._deterministic(seed, now):
                     self.server.handle_event(conn, "room/create", data, ref)
-                applied.set()
 
-            def failed(exc: BaseException) -> None:
-                refused.append(exc)
-                applied.set()
-
-            await self.commits.submit(
-                room_key(room_id), self._entry(conn.session, "room/create", data, seed, now),
-                done, failed)
-            await applied.wait()
-            if refused:
+            try:
+                await self.commits.commit(
+                    room_key(room_id),
+                    self._entry(conn.session, "room/create", data, seed, now), apply)
+            except BackplaneUnavailable:
                 self.owned.pop(room_id, None)
-                raise BackplaneUnavailable(str(refused[0]))
+                raise
             room = self.hub.rooms.get(room_id)
             if room is None:  # the payload was refused: nothing was created
                 self.owned.pop(room_id, None)
@@ -540,28 +538,23 @@ class Cluster:
             return None
         now = time.time()
         payload = result.message if isinstance(result, ImportFailure) else result
-        outcome: list[Any] = [None]
-        finished = trio.Event()
 
-        def done(stream_id: str) -> None:
-            if self.owned.get(room_id) is owned:
-                owned.last_id = stream_id
-                with self._deterministic(b"", now):
-                    outcome[0] = self.hub.import_done(room_id, result)
-                    self.server.apply(outcome[0].actions, None)
-                self._after_command(room_id, owned)
-            finished.set()
+        def apply(stream_id: str) -> Any:
+            if self.owned.get(room_id) is not owned:
+                return None  # moved meanwhile: the new owner replays the entry
+            owned.last_id = stream_id
+            with self._deterministic(b"", now):
+                outcome = self.hub.import_done(room_id, result)
+                self.server.apply(outcome.actions, None)
+            self._after_command(room_id, owned)
+            return outcome
 
-        def failed(exc: BaseException) -> None:
-            finished.set()
-
-        await self.commits.submit(
-            room_key(room_id),
-            self._entry(Session(ip=""), "", {"fail": isinstance(result, ImportFailure),
-                                             "v": payload}, b"", now, "imp"),
-            done, failed)
-        await finished.wait()
-        return outcome[0]
+        entry = self._entry(Session(ip=""), "", {"fail": isinstance(result, ImportFailure),
+                                                 "v": payload}, b"", now, "imp")
+        try:
+            return await self.commits.commit(room_key(room_id), entry, apply)
+        except BackplaneUnavailable:
+            return None
 
     def _after_command(self, room_id: int, owned: Owned) -> None:
         self._flush()
@@ -730,7 +723,7 @@ class Cluster:
                     value = entry["d"]
                     self.hub.import_done(room_id, ImportFailure(value["v"]) if value["fail"]
                                          else value["v"])
-        owned = self.owned[room_id] = Owned(last_id=entries[-1][0] if entries else after or "0")
+        self.owned[room_id] = Owned(last_id=entries[-1][0] if entries else after or "0")
         room = self.hub.rooms.get(room_id)
         if room is None:
             return
@@ -739,11 +732,9 @@ class Cluster:
         # were closed with 1011): they are offline until they resume.
         for p in list(room.participants.values()):
             if p.online:
-                await self.disconnected_now(room_id, owned, p)
+                await self.disconnected(room_id, Session(ip="", room_id=room_id,
+                                                         user_id=p.user_id))
         self.stats_changed(room_id)
-
-    async def disconnected_now(self, room_id: int, owned: Owned, p: Participant) -> None:
-        await self.disconnected(room_id, Session(ip="", room_id=room_id, user_id=p.user_id))
 
     def _lease_lost(self, key: str) -> None:
         """Another node owns the room now (we were cut off): drop our copy."""
@@ -779,7 +770,7 @@ class Cluster:
         msg = {"t": "cmd", "from": self.node, "c": conn.cid, "n": sent, "id": 0,
                "ep": conn.endpoint, "ip": s.ip, "r": s.room_id, "u": s.user_id,
                "b": s.blocked, "e": event, "d": data, "ref": ref}
-        if s.bound and event not in BINDING and sent % FORWARD_WINDOW:
+        if _unwaited(s, event) and sent % FORWARD_WINDOW:
             if not self._send_msg(owner, msg, -conn.cid):
                 self._fail(conn, event, ref, "internal", "the backplane is unavailable")
             return True

@@ -131,15 +131,13 @@ class Handoff:
             codec.socket_sid = state["ssid"]
         return ObserverConnection(self.server, stream, ip, b"", codec)
 
-    def can_give(self, conn: Any, owner: str) -> bool:
-        until = self._not_local.get(owner)
-        if until is not None and trio.current_time() < until:
-            return False
-        return _clean(conn)
-
     async def give(self, owner: str, conn: ObserverConnection, event: str, data: Any,
                    ref: Ref | None) -> bool:
-        """Pass ``conn``'s socket to ``owner``; True once it is gone from this node."""
+        """Pass ``conn``'s socket to ``owner``; True once it is gone from this node, False
+        (forward instead) when it cannot move or ``owner`` is not reachable here."""
+        until = self._not_local.get(owner)
+        if (until is not None and trio.current_time() < until) or not _clean(conn):
+            return False
         codec = conn.codec
         state = {"ep": conn.endpoint, "e": event, "d": data, "ref": ref,
                  "sid": getattr(codec, "sid", None), "ssid": getattr(codec, "socket_sid", None)}

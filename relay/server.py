@@ -245,12 +245,7 @@ class RelayServer:
                     ref: Ref | None) -> None:
         """Serve a connection another node of this host handed over (``relay.handoff``)."""
         conn.adopt(event, data, ref)
-        try:
-            await self._serve(conn)
-        finally:
-            with trio.move_on_after(0.5) as scope:
-                scope.shield = True
-                await conn.stream.aclose()
+        await self._serve(conn)  # ``conn.run`` closes the socket when it ends
 
     def _codec(self, path: str) -> Any:
         return self.codec_for("socketio" if path in SIO_PATHS else "observer")

@@ -12,6 +12,7 @@ import trio
 
 from tests.cluster_support import Node, client, start_node
 from tests.redis_server import redis_server, redis_url  # noqa: F401  (fixtures)
+from tests.support import Client
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -299,16 +300,23 @@ async def test_kill_owner_then_resume_elsewhere(nursery: trio.Nursery,
     assert snap[-1]["data"]["files"][0]["content"] == updates[-1]
 
 
-async def test_stats_and_sse_on_any_node(nursery: trio.Nursery, nodes: list[Node]) -> None:
-    import httpx
-
-    a, b = nodes
+async def _room_with_a_step(nursery: trio.Nursery, a: Node, b: Node
+                            ) -> tuple[dict[str, Any], Client]:
+    """A room created on ``a`` with one step, and a student "Ann" joined through ``b``."""
     host = await client(nursery, a)
     room = (await host.ok("room/create", {"name": "Teacher"}))[0]["data"]
     await host.ok("steps/all", [{"name": "1", "content": "x", "language": "py",
                                  "type": "exercise"}])
     student = await client(nursery, b)
     await student.ok("room/join", {"room_id": room["room_id"], "name": "Ann"})
+    return room, student
+
+
+async def test_stats_and_sse_on_any_node(nursery: trio.Nursery, nodes: list[Node]) -> None:
+    import httpx
+
+    a, b = nodes
+    room, student = await _room_with_a_step(nursery, a, b)
     base = f"http://127.0.0.1:{b.web_port}"
     url = f"{base}/api/rooms/{room['room_id']}/stats?key={room['stats_key']}"
     async with httpx.AsyncClient(timeout=10) as http:
@@ -339,12 +347,7 @@ async def test_stats_documents_are_written_on_demand_and_fresh_on_first_read(
     import httpx
 
     a, b = nodes
-    host = await client(nursery, a)
-    room = (await host.ok("room/create", {"name": "Teacher"}))[0]["data"]
-    await host.ok("steps/all", [{"name": "1", "content": "x", "language": "py",
-                                 "type": "exercise"}])
-    student = await client(nursery, b)
-    await student.ok("room/join", {"room_id": room["room_id"], "name": "Ann"})
+    room, student = await _room_with_a_step(nursery, a, b)
     await student.ok("steps/status/to_mentor", {"1": "DONE"})
     await trio.sleep(1.5)  # a few stats flushes: nobody reads, so nothing is written
     doc_key = f"or:kv:stats:{room['room_id']}"

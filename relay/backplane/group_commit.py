@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 import trio
 
@@ -27,6 +28,7 @@ log = logging.getLogger("relay.cluster")
 MAX_BATCH = 512
 MAX_QUEUE = 4096
 
+T = TypeVar("T")
 AppendMany = Callable[[Sequence[tuple[str, bytes]]], Awaitable[list[str]]]
 Done = Callable[[str], None]
 Failed = Callable[[BaseException], None]
@@ -65,24 +67,34 @@ class GroupCommit:
         self._queue.append((room, entry, done, failed))
         self._wake.set()
 
-    async def append(self, room: str, entry: bytes) -> str:
-        """Submit and wait: the entry's stream id, or what ``append_many`` raised."""
+    async def commit(self, room: str, entry: bytes, apply: Callable[[str], T]) -> T:
+        """Submit and wait: what ``apply(stream_id)`` returned — run by the committer, in
+        log order — or raise what ``append_many`` raised for the entry's batch."""
         finished = trio.Event()
-        outcome: list[str | BaseException] = []
+        outcome: list[T] = []
+        error: list[BaseException] = []
 
         def done(stream_id: str) -> None:
-            outcome.append(stream_id)
-            finished.set()
+            try:
+                outcome.append(apply(stream_id))
+            finally:
+                finished.set()
 
         def failed(exc: BaseException) -> None:
-            outcome.append(exc)
+            error.append(exc)
             finished.set()
 
         await self.submit(room, entry, done, failed)
         await finished.wait()
-        if isinstance(outcome[0], BaseException):
-            raise outcome[0]
+        if error:
+            raise error[0]
+        if not outcome:
+            raise RuntimeError("applying the committed entry failed")  # logged by ``run``
         return outcome[0]
+
+    async def append(self, room: str, entry: bytes) -> str:
+        """Submit and wait: the entry's stream id."""
+        return await self.commit(room, entry, str)
 
     async def run(self) -> None:
         """The one task that appends and applies; runs for the node's lifetime."""

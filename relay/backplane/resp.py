@@ -329,7 +329,6 @@ class RespPipe:
                 pass  # lost, refused or refused our credentials: reconnect after a pause
             finally:
                 self._connection = None
-                self._fd = -1
                 self._sending = False
                 self._fail_pending()
             if not started:

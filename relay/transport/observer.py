@@ -23,8 +23,8 @@ RATE_LIMITED = "rate_limited"
 
 
 class ObserverConnection(WebSocketConnection):
-    __slots__ = ("_first", "_limiter", "adopted", "cid", "codec", "connect_deadline",
-                 "remote_owner", "replaced", "session")
+    __slots__ = ("_first", "_limiter", "cid", "codec", "connect_deadline", "remote_owner",
+                 "replaced", "session")
 
     def __init__(self, server: RelayServer, stream: trio.SocketStream, ip: str, trailing: bytes,
                  codec: ObserverCodec) -> None:
@@ -41,23 +41,20 @@ class ObserverConnection(WebSocketConnection):
             self.connect_deadline = trio.current_time() + SIO_CONNECT_DEADLINE
         self.cid = 0  # scale-out: this node's id for the connection
         self.remote_owner: str | None = None  # scale-out: the node that owns our room
-        self.adopted = False  # scale-out: handed over by another node (``relay.handoff``)
-        self._first: tuple[str, Any, Any] | None = None  # ...with its joining event
+        # Scale-out: the joining event of a connection handed over by another node of
+        # this host (``relay.handoff``), handled before anything is read.
+        self._first: Incoming | None = None
 
     def adopt(self, event: str, data: Any, ref: Any) -> None:
         """This connection arrives from another node of this host, with its first event."""
-        self.adopted = True
-        self._first = (event, data, ref)
+        self._first = Incoming(event, data, ref)
         if getattr(self.codec, "connected", False):
             self.connect_deadline = math.inf
 
     async def _reader(self) -> None:
         if self._first is not None:
-            (event, data, ref), self._first = self._first, None
-            cluster = self.server.cluster
-            assert cluster is not None
-            self.server.metrics.message_in(self.endpoint, event)
-            await cluster.dispatch(self, event, data, ref)
+            first, self._first = self._first, None
+            await self._dispatch([first])
         await super()._reader()
 
     # -- frames out -----------------------------------------------------------------
@@ -143,7 +140,7 @@ class ObserverConnection(WebSocketConnection):
     # -- lifetime ----------------------------------------------------------------------
     def on_open(self) -> None:
         open_packet = getattr(self.codec, "open_packet", None)
-        if open_packet is not None and not self.adopted:
+        if open_packet is not None and self._first is None:  # adopted: the client has it
             self.push(open_packet())  # Socket.IO: the Engine.IO open packet at once
 
     def heartbeat_due(self) -> float:
