@@ -543,7 +543,10 @@ class ClassroomLoad:
     host_chat_interval: float = 10.0  # host: message/to_client to a random student
     rtc_rooms: int = 0  # W4: rooms with a signaling pair
     rtc_interval: float = 1.0  # rtc/offer from the pair's student, answered with rtc/ice
-    tick: float = 0.05  # the generator's send schedule: what is due goes out each tick
+    # The send schedule: what is due goes out each tick. Real clients are not synchronised;
+    # a coarse tick would send a whole tick's traffic of every client at one instant and
+    # measure the queue behind that artificial burst (W4's "burst" row keeps 50 ms for that).
+    tick: float = 0.005
 
 
 async def classroom(framing: Framing, host: str, port: int, sampler: ProcSampler,
@@ -625,7 +628,7 @@ async def classroom(framing: Framing, host: str, port: int, sampler: ProcSampler
     send_phase = [rng.random() * load.send_interval for _ in made]
     next_update = [p for p in phase]
     next_send = list(send_phase)
-    next_rtc = [p for p in phase]
+    next_rtc = [rng.random() for _ in made]  # the signalling pair's own phase
     acc = {"chat": 0.0, "status": 0.0, "host": 0.0}
 
     t0 = time.monotonic()
