@@ -50,20 +50,8 @@ def address(node_id: str) -> bytes:
 
 def _clean(conn: ObserverConnection) -> bool:
     """Nothing of the connection's state lives outside the socket and the codec."""
-    if conn._fd < 0 or conn._writing or conn._control or conn._pre or conn._queue \
-            or conn._partial or conn._closing is not None or conn.peer_closed:
-        return False
-    return ws_drained(conn._ws)
-
-
-def ws_drained(ws: Any) -> bool:
-    """wsproto holds no bytes past the last message it returned (else they would be lost
-    with it). Reads wsproto internals, so any surprise counts as "not drained"."""
-    try:
-        decoder = ws._proto._frame_decoder
-        return len(decoder.buffer) == 0 and decoder.header is None
-    except AttributeError:
-        return False
+    return not (conn._fd < 0 or conn._writing or conn._control or conn._pre or conn._queue
+                or conn._closing is not None or conn.peer_closed or not conn.reader_drained)
 
 
 class Handoff:

@@ -184,23 +184,18 @@ async def test_socketio_client_is_handed_off_with_its_session(
 
 
 def test_handoff_only_when_nothing_was_read_past_the_joining_frame() -> None:
-    from wsproto.connection import Connection, ConnectionType
     from wsproto.frame_protocol import FrameProtocol
 
-    from relay.handoff import ws_drained
+    from relay.transport.wsread import TEXT, FrameReader
 
     client_side = FrameProtocol(client=True, extensions=[])
     join, chat = (client_side.send_data(text, fin=True) for text in ("join", "chat"))
-    ws = Connection(ConnectionType.SERVER)
-    ws.receive_data(join + chat[:3])  # the join and the start of the next frame
-    events = ws.events()
-    assert next(events).data == "join"
-    assert not ws_drained(ws)
-    ws = Connection(ConnectionType.SERVER)
-    ws.receive_data(join)
-    events = ws.events()
-    assert next(events).data == "join"
-    assert ws_drained(ws)
+    reader = FrameReader(1 << 20)
+    assert reader.feed(join + chat[:3]) == [(TEXT, "join")]  # and the next frame's start
+    assert reader.buffered == 3
+    reader = FrameReader(1 << 20)
+    assert reader.feed(join) == [(TEXT, "join")]
+    assert reader.buffered == 0
 
 
 async def test_forwarded_events_keep_their_order_acks_and_errors(

@@ -1,10 +1,11 @@
 """One WebSocket connection: the handler task reads; a writer task runs only when needed.
 
-Incoming bytes are parsed by ``wsproto`` (masking, fragmentation, UTF-8, control frames);
-outgoing frames are built by ``wsframe``. An idle connection costs one task (its reader):
-frames are written straight into the socket by whichever task produced them while
-nothing is queued (the fast path), a writer task is started only when the kernel pushes
-back or a replay must be streamed, and heartbeats are driven by one server-wide timer.
+Incoming bytes are parsed by ``wsread`` (masking, fragmentation, UTF-8, control frames,
+the size limit); outgoing frames are built by ``wsframe``. An idle connection costs one
+task (its reader): frames are written straight into the socket by whichever task
+produced them while nothing is queued (the fast path), a writer task is started only when
+the kernel pushes back or a replay must be streamed, and heartbeats are driven by one
+server-wide timer.
 
 The outgoing side is a bounded queue of frames and references to sequenced events, and an
 attach streams its replay from the participant's replay buffer (protocol §2.3, Appendix C).
@@ -20,16 +21,13 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, cast
 
 import trio
-from wsproto.connection import Connection as WsConnection
-from wsproto.connection import ConnectionState, ConnectionType
-from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
-from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from relay.core.model import Participant
 from relay.core.outgoing import Outgoing
 
 from . import wsframe
 from .heartbeat import first_ping_delay
+from .wsread import BINARY, CLOSE, FAIL, PING, PONG, TEXT, FrameReader
 
 if TYPE_CHECKING:
     from relay.server import RelayServer
@@ -60,9 +58,9 @@ class WebSocketConnection:
     """
 
     __slots__ = (
-        "_accepting", "_close_sent", "_closing", "_control", "_fd", "_flush_deadline", "_nursery",
-        "_partial", "_partial_size", "_pings", "_pre", "_queue", "_queue_bytes",
-        "_send_deadline", "_send_scope", "_writing", "_ws", "close_code", "config", "cursor",
+        "_accepting", "_close_sent", "_closing", "_control", "_fd", "_flush_deadline", "_frames",
+        "_nursery", "_pings", "_pre", "_queue", "_queue_bytes",
+        "_send_deadline", "_send_scope", "_writing", "close_code", "config", "cursor",
         "endpoint", "hb_interval", "hb_slot", "hb_timeout", "ip", "participant", "peer_closed",
         "ping_due", "pong_deadline", "replay_end", "server", "stream",
     )
@@ -74,14 +72,12 @@ class WebSocketConnection:
         self.config = server.config
         self.stream = stream
         self.ip = ip
-        self._ws = WsConnection(ConnectionType.SERVER, trailing_data=trailing)
+        self._frames = FrameReader(self.config.max_message_size, trailing)
         try:
             self._fd = stream.socket.fileno()
         except (AttributeError, OSError):
             self._fd = -1
         self._nursery: trio.Nursery | None = None
-        self._partial: list[str | bytes] = []
-        self._partial_size = 0
         # Outgoing order: control frames (pongs, pings, a partly written frame), ``_pre``
         # (the reply frames of an attach), the replay range (cursor, replay_end] streamed
         # from the participant's replay buffer, then ``_queue`` in enqueue order. Only
@@ -153,15 +149,19 @@ class WebSocketConnection:
 
     # -- reading ------------------------------------------------------------------
     async def _reader(self) -> None:
-        max_size = self.config.max_message_size
-        await self._feed(b"", max_size)  # frames that arrived with the handshake
+        await self._feed(b"")  # frames that arrived with the handshake
         while not self.peer_closed:
             data = await self._receive()
             if not data:
                 self.peer_closed = True
                 self._abort(1006, "connection lost")
                 return
-            await self._feed(cast(bytes, data), max_size)
+            await self._feed(data)
+
+    @property
+    def reader_drained(self) -> bool:
+        """Nothing read from the socket is held back (no part of a frame or message)."""
+        return self._frames.buffered == 0
 
     async def _receive(self) -> bytes:
         """The next bytes from the peer (b"" once it is gone).
@@ -190,58 +190,39 @@ class WebSocketConnection:
             except (trio.ClosedResourceError, trio.BusyResourceError, OSError):
                 return b""
 
-    async def _feed(self, data: bytes, max_size: int) -> None:
-        try:
-            if data:
-                self._ws.receive_data(data)
-            for event in self._ws.events():
-                if isinstance(event, TextMessage | BytesMessage):
-                    chunk: str | bytes = bytes(event.data) if isinstance(
-                        event, BytesMessage) else event.data
-                    size = len(chunk) if isinstance(chunk, bytes) else size_of(chunk)
-                    self._partial_size += size
-                    if self._partial_size > max_size:
-                        self.close(1009, "message too big")
-                        self.peer_closed = True
-                        return
-                    if self._closing is not None:
-                        continue
-                    self._partial.append(chunk)
-                    if event.message_finished:
-                        parts, self._partial, self._partial_size = self._partial, [], 0
-                        if isinstance(event, TextMessage):
-                            text = cast(str, parts[0]) if len(parts) == 1 else "".join(
-                                cast(list[str], parts))
-                            self.server.metrics.bytes_in(self.endpoint, size_of(text))
-                            pending = self.handle_text(text)
-                            if pending is not None:
-                                await pending
-                        else:
-                            pending = self.handle_binary()
-                            if pending is not None:
-                                await pending
-                        # Let other connections run between messages of a busy one.
-                        await trio.lowlevel.checkpoint()
-                elif isinstance(event, Ping):
-                    self.send_control(wsframe.pong_frame(event.payload))
-                elif isinstance(event, Pong):
-                    self.pong_deadline = math.inf
-                elif isinstance(event, CloseConnection):
-                    self.peer_closed = True
-                    if self._ws.state is ConnectionState.OPEN:
-                        # wsproto reports a frame it could not parse as a close event
-                        # without a close frame from the peer: an RFC 6455 violation.
-                        code = event.code if event.code in (1002, 1007, 1009) else 1002
-                        self.close(code, "protocol error")
-                    elif self._closing is None:
-                        self.close(event.code if event.code in (1000, 1001) else 1000, "bye")
-                    return
-        except RemoteProtocolError as exc:
-            code = getattr(exc.event_hint, "code", 1002)
-            self.close(int(code) if code in (1002, 1007, 1009) else 1002, "protocol error")
-            self.peer_closed = True
-        except LocalProtocolError:
-            self.peer_closed = True
+    async def _feed(self, data: bytes) -> None:
+        for opcode, payload in self._frames.feed(data):
+            if opcode == TEXT:
+                if self._closing is not None:
+                    continue
+                self.server.metrics.bytes_in(self.endpoint, size_of(payload))
+                pending = self.handle_text(payload)
+                if pending is not None:
+                    await pending
+                # Let other connections run between messages of a busy one.
+                await trio.lowlevel.checkpoint()
+            elif opcode == PING:
+                self.send_control(wsframe.pong_frame(payload))
+            elif opcode == PONG:
+                self.pong_deadline = math.inf
+            elif opcode == BINARY:
+                if self._closing is not None:
+                    continue
+                pending = self.handle_binary()
+                if pending is not None:
+                    await pending
+                await trio.lowlevel.checkpoint()
+            elif opcode == CLOSE:
+                self.peer_closed = True
+                if self._closing is None:
+                    code = payload[0]
+                    self.close(code if code in (1000, 1001) else 1000, "bye")
+                return
+            elif opcode == FAIL:
+                self.peer_closed = True
+                code = payload[0]
+                self.close(code, "message too big" if code == 1009 else "protocol error")
+                return
 
     def handle_text(self, text: str) -> Awaitable[None] | None:
         """Handle one message; may return an awaitable (scale-out routing)."""
