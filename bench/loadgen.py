@@ -637,10 +637,14 @@ async def classroom(framing: Framing, host: str, port: int, sampler: ProcSampler
     window: CpuWindow | None = None
     measure_ns = 0
     tick = load.tick
+    last = t0
     while True:
         now = time.monotonic()
         if now >= t_end:
             break
+        # Rates accrue by the time that really passed: the loop may wake a little early or
+        # late, and counting whole ticks per wake-up would send more than the nominal rates.
+        dt, last = now - last, now
         if window is None and now >= t_measure:
             measuring[0] = True
             window = CpuWindow(sampler)
@@ -663,9 +667,9 @@ async def classroom(framing: Framing, host: str, port: int, sampler: ProcSampler
                 next_rtc[i] += load.rtc_interval
                 key = rtc_offer.new(measured)
                 r.students[1].emit("rtc/offer", sdp_before + marker(key) + sdp_after)
-        acc["chat"] += n_students * tick / load.chat_interval
-        acc["status"] += n_students * tick / load.status_interval
-        acc["host"] += rooms * tick / load.host_chat_interval
+        acc["chat"] += n_students * dt / load.chat_interval
+        acc["status"] += n_students * dt / load.status_interval
+        acc["host"] += rooms * dt / load.host_chat_interval
         while acc["chat"] >= 1:
             acc["chat"] -= 1
             r = made[rng.randrange(rooms)]
@@ -890,8 +894,11 @@ async def reconnect_storm(host: str, port: int, sampler: ProcSampler, rooms: int
         tick = 0.05
         acc = 0.0
         order = 0
+        last = time.monotonic()
         while not stop.is_set():
-            acc += rooms * rate * tick
+            now = time.monotonic()
+            acc += rooms * rate * (now - last)  # by the time that passed (see classroom)
+            last = now
             while acc >= 1:
                 acc -= 1
                 i = order % rooms
