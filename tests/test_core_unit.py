@@ -320,3 +320,23 @@ def test_seeded_entropy_is_deterministic_and_well_formed() -> None:
     assert all(10_000_000 <= a.room_id() <= 99_999_999 for _ in range(100))
     assert re.fullmatch(r"Guest\d{10}", a.guest_name())
     assert SeededEntropy(b"x" * 16).token() != SeededEntropy(b"y" * 16).token()
+
+
+def test_iso_now_formats_like_datetime_including_rounding_edges() -> None:
+    """The cached per-second prefix gives exactly what ``datetime.fromtimestamp`` gives,
+    also where rounding to microseconds carries into the next second."""
+    import datetime as dt
+    import random
+
+    from relay.core.stats import iso_now
+
+    def reference(wall: float) -> str:
+        when = dt.datetime.fromtimestamp(wall, dt.UTC)
+        return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+
+    rng = random.Random(5)
+    walls = [rng.uniform(0, 4e9) for _ in range(20_000)]
+    walls += [int(w) + 0.9999995 + rng.uniform(-2e-6, 2e-6) for w in walls[:2000]]
+    walls += [0.0, 1.9999995, 1.9999994, 1e9 + 0.9999996, 12.0000004]
+    walls.sort()  # consecutive calls within one second use the cached prefix
+    assert [iso_now(w) for w in walls] == [reference(w) for w in walls]
