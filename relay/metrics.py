@@ -55,6 +55,9 @@ class Metrics:
     def __init__(self, gauges: Callable[[], dict[str, dict[tuple[str, ...], float]]]
                  | None = None) -> None:
         self.counts: dict[tuple[str, tuple[str, ...]], float] = defaultdict(float)
+        # The counter keys of messages out, by endpoint and event: a broadcast counts one
+        # message per recipient, so the label and key are not rebuilt each time.
+        self._out_keys: dict[str, dict[str, tuple[str, tuple[str, ...]]]] = defaultdict(dict)
         self._gauges = gauges
         self.registry = CollectorRegistry()
         self.registry.register(self)  # type: ignore[arg-type]
@@ -69,7 +72,11 @@ class Metrics:
         self.counts[("observer_messages_in", (endpoint, event_label(event)))] += 1
 
     def message_out(self, endpoint: str, event: str) -> None:
-        self.counts[("observer_messages_out", (endpoint, event_label(event)))] += 1
+        keys = self._out_keys[endpoint]
+        key = keys.get(event)
+        if key is None:
+            key = keys[event] = ("observer_messages_out", (endpoint, event_label(event)))
+        self.counts[key] += 1
 
     def bytes_in(self, endpoint: str, n: int) -> None:
         self.counts[("observer_bytes_in", (endpoint,))] += n

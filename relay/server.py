@@ -294,7 +294,7 @@ class RelayServer:
                 if action.seq is None:
                     conn.send_event(action.out, action.after)
                 else:
-                    conn.sequenced(action.out, action.seq, action.out.plain_size(action.seq))
+                    conn.sequenced(action.out, action.seq, action.size)
             elif isinstance(action, Reply):
                 if sender is not None:
                     sender.send_event(action.out)

@@ -25,6 +25,7 @@ class Send:
     out: Outgoing
     seq: int | None
     after: int
+    size: int = 0  # a sequenced frame's plain size (the replay buffer's measure)
 
 
 @dataclass(slots=True)

@@ -50,8 +50,8 @@ class Ctx:
         """Deliver a sequenced event: it joins the participant's replay buffer."""
         if isinstance(out, str):
             out = Outgoing(out, data)
-        seq, _ = p.replay.append(out)
-        self.actions.append(Send(room.room_id, p.user_id, out, seq, seq))
+        seq, size = p.replay.append(out)
+        self.actions.append(Send(room.room_id, p.user_id, out, seq, seq, size))
         return seq
 
     def unseq(

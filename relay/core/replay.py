@@ -11,21 +11,27 @@ from .outgoing import Outgoing
 
 
 class ReplayBuffer:
-    """A list with a moving head: cheap when empty (idle participants are the common
-    case), O(1) indexing by seq, and amortised O(1) eviction."""
+    """Two parallel lists with a moving head: cheap when empty (idle participants are the
+    common case), O(1) indexing by seq, and amortised O(1) eviction.
 
-    __slots__ = ("_head", "_items", "bytes", "counter", "max_bytes", "max_events")
+    Events and their sizes are kept side by side rather than as pairs: a broadcast appends
+    to every recipient's buffer, and a pair per recipient was a tuple for the cyclic GC to
+    track and walk (bench W2).
+    """
+
+    __slots__ = ("_head", "_outs", "_sizes", "bytes", "counter", "max_bytes", "max_events")
 
     def __init__(self, max_events: int, max_bytes: int) -> None:
         self.max_events = max_events
         self.max_bytes = max_bytes
         self.counter = 0  # seq of the newest event ever appended
         self.bytes = 0
-        self._items: list[tuple[Outgoing, int]] = []  # (event, plain size) from _head on
+        self._outs: list[Outgoing] = []  # events from _head on
+        self._sizes: list[int] = []  # their plain sizes
         self._head = 0
 
     def __len__(self) -> int:
-        return len(self._items) - self._head
+        return len(self._outs) - self._head
 
     @property
     def first_seq(self) -> int:
@@ -34,31 +40,40 @@ class ReplayBuffer:
 
     def append(self, out: Outgoing) -> tuple[int, int]:
         """Give ``out`` the next seq, keep it, evict the oldest beyond the bounds."""
-        self.counter += 1
-        seq = self.counter
+        self.counter = seq = self.counter + 1
         size = out.plain_size(seq)
-        items = self._items
-        items.append((out, size))
+        outs, sizes = self._outs, self._sizes
+        outs.append(out)
+        sizes.append(size)
         self.bytes += size
-        while len(items) - self._head > self.max_events or (
-            self.bytes > self.max_bytes and len(items) - self._head > 1
+        head = self._head
+        while len(outs) - head > self.max_events or (
+            self.bytes > self.max_bytes and len(outs) - head > 1
         ):
-            self.bytes -= items[self._head][1]
-            self._head += 1
-        if self._head > 64 and self._head * 2 > len(items):
-            del items[: self._head]
-            self._head = 0
+            self.bytes -= sizes[head]
+            outs[head] = _EVICTED  # released now, not when the list is compacted
+            head += 1
+        if head > 64 and head * 2 > len(outs):
+            del outs[:head]
+            del sizes[:head]
+            head = 0
+        self._head = head
         return seq, size
 
     def get(self, seq: int) -> tuple[Outgoing, int]:
         """The event with ``seq``; the caller checks ``first_seq <= seq <= counter``."""
-        return self._items[self._head + seq - self.first_seq]
+        i = self._head + seq - self.first_seq
+        return self._outs[i], self._sizes[i]
 
     def holds_after(self, last_seq: int) -> bool:
         """True when every event with seq > ``last_seq`` is still buffered."""
         return last_seq + 1 >= self.first_seq
 
     def clear(self) -> None:
-        self._items.clear()
+        self._outs.clear()
+        self._sizes.clear()
         self._head = 0
         self.bytes = 0
+
+
+_EVICTED = Outgoing("", None)  # stands in for evicted events until the list is compacted

@@ -246,7 +246,7 @@ class WebSocketConnection:
         """A live sequenced event for our participant (already in its replay buffer)."""
         if not self._accepting or seq <= self.replay_end:
             return
-        if self._can_write_now() and self._write_now(self.encode_sequenced(out, seq)):
+        if self._can_write_now() and self._write_direct(self.encode_sequenced(out, seq)):
             self.cursor = seq
             return
         self._enqueue((out, seq), size)
@@ -269,8 +269,10 @@ class WebSocketConnection:
         per recipient. Whatever the kernel does not take becomes the first frame of a
         writer task, so order is kept.
         """
-        if not self._can_write_now():
-            return False
+        return self._can_write_now() and self._write_direct(frame)
+
+    def _write_direct(self, frame: bytes) -> bool:
+        """``_write_now`` once the caller knows that nothing is pending."""
         try:
             n = os.write(self._fd, frame)
         except BlockingIOError:
