@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -29,15 +30,12 @@ def iso_now(wall: float) -> str:
         whole, us = whole + 1, us - 1_000_000
     elif us < 0:
         whole, us = whole - 1, us + 1_000_000
-    second = int(whole)
-    cached = _second_prefix
-    if cached[0] != second:
-        prefix = dt.datetime.fromtimestamp(second, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.")
-        cached[:] = [second, prefix]
-    return f"{cached[1]}{us // 1000:03d}Z"
+    return f"{_second_prefix(int(whole))}{us // 1000:03d}Z"
 
 
-_second_prefix: list[Any] = [None, ""]  # (the second, its formatted prefix)
+@functools.lru_cache(maxsize=1)
+def _second_prefix(second: int) -> str:
+    return dt.datetime.fromtimestamp(second, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.")
 
 
 def room_stats(room: Room, wall: float) -> dict[str, Any]:

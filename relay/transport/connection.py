@@ -228,8 +228,7 @@ class WebSocketConnection:
                 return
             elif opcode == FAIL:
                 self.peer_closed = True
-                code = payload[0]
-                self.close(code, "message too big" if code == 1009 else "protocol error")
+                self.close(*payload)  # the reader's close code and reason
                 return
 
     def handle_text(self, text: str) -> Awaitable[None] | None:
