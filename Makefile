@@ -3,8 +3,9 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
+STAMP_FUZZ := $(VENV)/.installed-fuzz
 
-.PHONY: run test lint typecheck bench clean
+.PHONY: run test lint typecheck bench fuzz conformance soak clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -17,6 +18,10 @@ $(STAMP_RUN): pyproject.toml | $(PY)
 $(STAMP_TEST): pyproject.toml | $(PY)
 	$(PIP) install -q -e '.[test,peer,bench]'
 	touch $@ $(STAMP_RUN)
+
+$(STAMP_FUZZ): $(STAMP_TEST)
+	$(PIP) install -q -e '.[fuzz]'
+	touch $@
 
 run: $(STAMP_RUN)
 	$(VENV)/bin/observer-relay serve
@@ -31,6 +36,20 @@ lint: $(STAMP_TEST)
 
 bench: $(STAMP_TEST)
 	$(PY) -m bench.run
+
+# Coverage-guided fuzzing (atheris) of the frame reader, the codecs and the HTTP head
+# parser, a fixed number of iterations each; crashing inputs land in tests/corpus/.
+fuzz: $(STAMP_FUZZ)
+	$(PY) -m fuzz.run
+
+# Autobahn|Testsuite (fuzzingclient, Python 2.7 from pyenv) against an echo server on the
+# project's own WebSocket transport; summary in docs/conformance.md.
+conformance: $(STAMP_TEST)
+	$(PY) -m conformance.run
+
+# 30 minutes of lesson churn with hostile clients, one node and two nodes + Redis.
+soak: $(STAMP_TEST)
+	$(PY) -m bench.soak
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
