@@ -17,7 +17,9 @@ from wsproto.frame_protocol import FrameProtocol, Opcode
 from relay.transport.wsread import (
     BINARY,
     CLOSE,
+    CONTINUATION,
     FAIL,
+    MAX_FRAMES,
     PING,
     PONG,
     TEXT,
@@ -219,3 +221,81 @@ def test_pending_handshake_bytes_are_parsed_first() -> None:
     reader = FrameReader(LIMIT, client_frame(TEXT, b"early") + b"\x81")
     assert reader.feed(b"") == [(TEXT, "early")]
     assert reader.buffered == 1
+
+
+def fragmented(opcode: int, parts: list[bytes]) -> bytes:
+    """One message cut into ``len(parts)`` frames: ``opcode`` first, continuations after."""
+    last = len(parts) - 1
+    return b"".join(client_frame(opcode if i == 0 else CONTINUATION, part, fin=i == last)
+                    for i, part in enumerate(parts))
+
+
+@pytest.mark.parametrize("opcode", [TEXT, BINARY])
+def test_a_message_of_exactly_max_frames_frames_passes(opcode: int) -> None:
+    parts = [b""] * (MAX_FRAMES - 1) + [b"z"]
+    expected = "z" if opcode == TEXT else b"z"
+    assert feed_all(fragmented(opcode, parts)) == [(opcode, expected)]
+    # Back to back: the count starts again with each message.
+    assert feed_all(fragmented(opcode, parts) * 2) == [(opcode, expected)] * 2
+
+
+@pytest.mark.parametrize("opcode", [TEXT, BINARY])
+def test_one_frame_more_fails_with_1009_when_its_header_arrives(opcode: int) -> None:
+    """Empty continuations add nothing to the size, so only the frame count stops them."""
+    reader = FrameReader(LIMIT)
+    body = fragmented(opcode, [b""] * MAX_FRAMES + [b"z"])
+    head, last = body[:-7], body[-7:]  # the last frame: 2 header + 4 key + 1 payload bytes
+    assert reader.feed(head) == []
+    assert reader.feed(last[:2]) == [(FAIL, (1009, f"message of more than {MAX_FRAMES} frames"))]
+    assert reader.feed(last[2:] + client_frame(TEXT, b"after")) == []
+    assert reader.buffered == 0
+
+
+def test_an_endless_stream_of_empty_continuations_is_cut_off() -> None:
+    """Whatever the chunking, the frame after the limit fails and nothing is held."""
+    reader = FrameReader(LIMIT)
+    empty = client_frame(CONTINUATION, b"", fin=False)
+    out = reader.feed(client_frame(BINARY, b"a", fin=False))
+    for _ in range(3 * MAX_FRAMES):
+        out += reader.feed(empty)
+    assert out == [(FAIL, (1009, f"message of more than {MAX_FRAMES} frames"))]
+    assert reader.buffered == 0
+
+
+def test_control_frames_between_fragments_do_not_count() -> None:
+    parts = [b""] * (MAX_FRAMES - 1) + [b"z"]
+    wire = bytearray()
+    for i, part in enumerate(parts):
+        wire += client_frame(TEXT if i == 0 else CONTINUATION, part, fin=i == len(parts) - 1)
+        wire += client_frame(PING, b"")
+    out = feed_all(bytes(wire))
+    assert out[-2:] == [(TEXT, "z"), (PING, b"")]
+    assert out.count((PING, b"")) == MAX_FRAMES
+
+
+@pytest.mark.parametrize("max_frames", [1, 2, 7])
+def test_the_frame_bound_is_a_parameter(max_frames: int) -> None:
+    ok = fragmented(BINARY, [b"x"] * max_frames)
+    assert FrameReader(LIMIT, max_frames=max_frames).feed(ok) == [(BINARY, b"x" * max_frames)]
+    over = fragmented(BINARY, [b"x"] * (max_frames + 1))
+    out = FrameReader(LIMIT, max_frames=max_frames).feed(over)
+    assert out == [(FAIL, (1009, f"message of more than {max_frames} frames"))]
+
+
+def test_the_size_limit_and_the_frame_bound_both_apply() -> None:
+    """Few big frames hit the size limit, many small ones the frame bound; both say 1009."""
+    out = feed_all(fragmented(TEXT, [b"x" * 600, b"y" * 401]), limit=1000)
+    assert out == [(FAIL, (1009, "message too big"))]
+    out = FrameReader(1000, max_frames=3).feed(fragmented(TEXT, [b"x"] * 4))
+    assert out == [(FAIL, (1009, "message of more than 3 frames"))]
+
+
+@pytest.mark.parametrize("end", [client_frame(CLOSE, b""), client_frame(TEXT, b"x", rsv=0x40)])
+def test_a_close_or_failure_mid_message_releases_its_fragments(end: bytes) -> None:
+    """The connection lingers in its close handshake: it should not keep a message too."""
+    reader = FrameReader(LIMIT)
+    assert reader.feed(client_frame(BINARY, b"x" * 5000, fin=False)) == []
+    assert reader.buffered > 5000
+    out = reader.feed(end + client_frame(CONTINUATION, b"y"))
+    assert out[-1][0] in (CLOSE, FAIL) and len(out) == 1
+    assert reader.buffered == 0

@@ -12,6 +12,14 @@ unfragmented, continuations continue something, lengths use their shortest encod
 is UTF-8 (1007), close frames carry a valid code and a UTF-8 reason. The message size limit
 is checked against each frame's *declared* length, so an oversized message is refused
 (1009) before its payload is buffered.
+
+A message of more than ``max_frames`` frames (protocol §2.1: 1,000) is refused with 1009
+too. The size limit alone does not bound reassembly: empty continuation frames add nothing
+to the size but one list entry each, so a client could grow a message's parts for ever.
+
+Text is validated once per message, after reassembly, not per fragment as wsproto does: a
+fragmented message with invalid UTF-8 fails (1007) when its last frame arrives, and
+control frames between its fragments are still answered. RFC 6455 §8.1 allows both.
 """
 
 from __future__ import annotations
@@ -21,6 +29,8 @@ from typing import Any
 CONTINUATION, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 #: The "event" that ends a batch when the peer broke the protocol: payload (code, reason).
 FAIL = -1
+#: Most frames (the first plus its continuations) one message may have (protocol §2.1).
+MAX_FRAMES = 1000
 
 _DATA_OPCODES = frozenset({CONTINUATION, TEXT, BINARY})
 _CONTROL_OPCODES = frozenset({CLOSE, PING, PONG})
@@ -63,15 +73,19 @@ class FrameReader:
     ``(FAIL, (code, reason))``; after a close or a failure nothing more is parsed.
     """
 
-    __slots__ = ("_buf", "_done", "_opcode", "_parts", "_size", "max_size")
+    __slots__ = ("_buf", "_done", "_opcode", "_parts", "_size", "max_frames", "max_size")
 
-    def __init__(self, max_size: int, pending: bytes = b"") -> None:
+    def __init__(self, max_size: int, pending: bytes = b"", max_frames: int = MAX_FRAMES
+                 ) -> None:
         self.max_size = max_size
+        self.max_frames = max_frames
         # Bytes not yet parsed (at most one partial frame); at first, what came in with
         # the handshake (``feed(b"")`` parses it).
         self._buf = bytearray(pending)
         self._opcode = 0  # opcode of the fragmented message in progress (0: none)
-        self._parts: list[bytes] = []  # its payloads so far
+        # Its payloads so far, one entry per frame even when empty: ``len(_parts)`` is the
+        # frame count that ``max_frames`` bounds, so no counter is kept besides.
+        self._parts: list[bytes] = []
         self._size = 0  # their total length
         self._done = False
 
@@ -93,12 +107,11 @@ class FrameReader:
         try:
             pos = self._parse(buf, out)
         except FrameError as exc:
-            self._done = True
-            self._buf = bytearray()
             out.append((FAIL, (exc.code, exc.reason)))
+            self._finish()
             return out
         if self._done:
-            self._buf = bytearray()
+            self._finish()
         elif pos == len(buf):
             if self._buf:
                 self._buf = bytearray()
@@ -108,6 +121,13 @@ class FrameReader:
         else:
             self._buf = bytearray(buf[pos:])
         return out
+
+    def _finish(self) -> None:
+        """Nothing more will be parsed: drop every byte held, including the fragments of an
+        unfinished message, since the connection may linger for seconds in its close."""
+        self._done = True
+        self._buf = bytearray()
+        self._opcode, self._parts, self._size = 0, [], 0
 
     def _parse(self, buf: bytes | bytearray, out: list[tuple[int, Any]]) -> int:
         """Parse every complete frame of ``buf``; returns where the first incomplete begins."""
@@ -180,9 +200,12 @@ class FrameReader:
         return pos
 
     def _check_data(self, opcode: int, n: int) -> None:
+        """Judge a data frame from its header alone, so a refused frame is never buffered."""
         if opcode == CONTINUATION:
             if not self._opcode:
                 raise FrameError(1002, "continuation of nothing")
+            if len(self._parts) >= self.max_frames:
+                raise FrameError(1009, f"message of more than {self.max_frames} frames")
         elif self._opcode:
             raise FrameError(1002, "new message inside a fragmented one")
         if self._size + n > self.max_size:
