@@ -1,0 +1,47 @@
+"""The space inspector's JSON document (§9.8), built from a space's state.
+
+The shell serves it as ``/api/spaces/{space}``, streams it over SSE (re-sending it when
+``Space.version`` moves, at most once per second) and renders the HTML page from it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from typing import TYPE_CHECKING, Any
+
+from .values import encode
+
+if TYPE_CHECKING:
+    from .space import Space
+
+PREVIEW_CHARS = 200
+
+
+def iso_timestamp(now: float) -> str:
+    """``YYYY-MM-DDTHH:MM:SS.mmmZ`` (UTC, milliseconds truncated) for wall time ``now``."""
+    whole = math.floor(now)
+    millis = min(999, int((now - whole) * 1000))
+    stamp = dt.datetime.fromtimestamp(whole, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{stamp}.{millis:03d}Z"
+
+
+def document(space: Space, now: float) -> dict[str, Any]:
+    """``{space, generated_at, clients, topics, services}``; names in code-point order."""
+    pending: dict[tuple[str, int], int] = {}
+    for p in space.pending.values():
+        key = (p.service, p.provider)
+        pending[key] = pending.get(key, 0) + 1
+    topics = []
+    for name in sorted(space.topics):
+        topic = space.topics[name]
+        preview = encode(topic.value).decode()[:PREVIEW_CHARS]
+        topics.append({"name": name, "type": topic.type, "version": topic.version,
+                       "subscribers": len(topic.subscribers), "bytes": topic.size,
+                       "preview": preview})
+    services = [
+        {"name": name, "provider": provider, "pending": pending.get((name, provider), 0)}
+        for name, provider in sorted(space.services.items())
+    ]
+    return {"space": space.name, "generated_at": iso_timestamp(now),
+            "clients": sorted(space.clients), "topics": topics, "services": services}
