@@ -1,4 +1,5 @@
-"""Pure parsers: settings (§6.3), plugin versions (App. C), steps import (§6.7, App. C)."""
+"""Pure parsers: settings (§6.3), plugin versions (App. C), steps import (§6.7, App. C),
+the plain JSON framing (§3.1, App. D)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from typing import Any
 
 import pytest
 
+from relay.codecs.base import BadFrame, Incoming
+from relay.codecs.plain import PlainCodec
 from relay.core.settings_parser import parse_files_to_ignore
 from relay.core.steps_import import (
     MAX_TASK_BYTES,
@@ -588,3 +591,58 @@ def test_markdown_task_limit_end_to_end() -> None:
     assert len(tasks) == 101
     with pytest.raises(ImportFailure):
         validate_tasks(tasks)
+
+
+# --------------------------------------------------------------------------------------------
+# Plain JSON framing (§3.1): totality and the decisions of Appendix D
+
+DEEP = "[" * 1000 + "]" * 1000
+TOO_DEEP = BadFrame("bad_json", "JSON nested too deeply")
+
+
+@pytest.mark.parametrize("frame", [
+    DEEP, '{"event":"x","data":' + DEEP + "}", '{"event":"x","ref":' + DEEP + "}",
+    '{"a":' * 1000 + "1" + "}" * 1000, "[" * 100_000, '{"event":"x","data":' + "[" * 5000,
+])
+def test_plain_deep_nesting_is_bad_json(frame: str) -> None:
+    """msgspec raises RecursionError (not a DecodeError) here; it once ended the process."""
+    assert PlainCodec().decode(frame) == [TOO_DEEP]
+    assert PlainCodec().peek(frame) == (None, None)  # the rate-limited path
+
+
+@pytest.mark.parametrize(("ref", "ok"), [
+    (2**53 - 1, True), (-(2**53 - 1), True), (0, True), (2**53, False), (-(2**53), False),
+    (10**400, False), (-(10**400), False),
+])
+def test_plain_integer_ref_range(ref: int, ok: bool) -> None:
+    [item] = PlainCodec().decode(f'{{"event":"x","ref":{ref}}}')
+    if ok:
+        assert item == Incoming("x", {}, ref)
+        assert PlainCodec().peek(f'{{"event":"x","ref":{ref}}}') == ("x", ref)
+    else:
+        assert isinstance(item, BadFrame)
+        assert (item.code, item.event, item.ref) == ("bad_frame", "x", None)
+        assert PlainCodec().peek(f'{{"event":"x","ref":{ref}}}') == ("x", None)
+
+
+@pytest.mark.parametrize("ref", ["1.0", "1e3", "true", "false", "[]", '""', '"' + "r" * 65 + '"'])
+def test_plain_refs_that_are_not_refs(ref: str) -> None:
+    [item] = PlainCodec().decode('{"event":"x","ref":' + ref + "}")
+    assert isinstance(item, BadFrame)
+    assert (item.code, item.event, item.ref) == ("bad_frame", "x", None)
+
+
+@pytest.mark.parametrize("frame", [
+    '{"event":"x","data":NaN}', '{"event":"x","data":-Infinity}', '{"event":"x","data":1e400}',
+    '{"event":"x","data":' + "9" * 5000 + "}", '{"event":"\\ud800"}', '{"event":"x"}\ud800',
+])
+def test_plain_not_json(frame: str) -> None:
+    [item] = PlainCodec().decode(frame)
+    assert isinstance(item, BadFrame) and item.code == "bad_json"
+    assert item.message == "the frame is not valid JSON"
+
+
+def test_plain_duplicate_keys_last_one_wins_and_big_numbers_are_kept() -> None:
+    big = -(10**300)
+    frame = f'{{"event":"a","ref":1,"data":1,"event":"b","data":[{big},1e-400],"ref":"r"}}'
+    assert PlainCodec().decode(frame) == [Incoming("b", [big, 0.0], "r")]

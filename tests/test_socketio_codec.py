@@ -439,3 +439,64 @@ def test_handshake_table(upgrade: bool, query: str, expected: tuple[int, bytes] 
     assert result == expected
     if result is not None:
         json.loads(result[1])
+
+
+# -- totality (the deep-nesting attack, Appendix D) ------------------------------------------
+DEEP = "[" * 1000 + "]" * 1000
+DEEP_OBJECT = '{"a":' * 1000 + "1" + "}" * 1000
+
+
+@pytest.mark.parametrize(("packet", "ref"), [
+    ("42" + DEEP, None), ("427" + DEEP, 7), ('42["x",' + DEEP + "]", None),
+    ('4203["x",' + DEEP_OBJECT + "]", 3), ("42/,9" + DEEP, 9), ("42" + "[" * 100_000, None),
+])
+def test_deep_nesting_is_bad_json(packet: str, ref: int | None) -> None:
+    """msgspec raises RecursionError (not a DecodeError) here; it once ended the process."""
+    assert connected().decode(packet) == [BadFrame("bad_json", "JSON nested too deeply", None,
+                                                   ref)]
+    assert connected().peek(packet) == (None, ref)  # the rate-limited path
+
+
+def test_deep_nesting_in_binary_packets_keeps_the_ack_id() -> None:
+    assert connected().decode("451-4" + DEEP) == [BadFrame("bad_frame", BINARY, None, 4)]
+    assert connected().peek("451-4" + DEEP) == (None, 4)
+
+
+@pytest.mark.parametrize("payload", [DEEP_OBJECT, '{"a":' * 1000, DEEP])
+def test_deep_connect_payload_is_invalid(payload: str) -> None:
+    c = codec()
+    assert raw_texts(c.decode("40" + payload)) == ['44{"message":"Invalid connect payload"}']
+    assert not c.connected
+    assert raw_texts(c.decode("40"))[0].startswith('40{"sid":')  # the session may retry
+
+
+def test_deep_nesting_before_connect_is_ignored() -> None:
+    c = codec()
+    for packet in ("42" + DEEP, "421" + DEEP, "45" + DEEP):
+        assert c.decode(packet) == []
+        assert c.peek(packet) == (None, None)
+    assert not c.connected
+
+
+def test_lone_surrogates_never_raise() -> None:
+    """The reader never delivers them (strict UTF-8), but the codec is total over str."""
+    c = codec()
+    assert raw_texts(c.decode("2\ud800")) == ["3?"]
+    assert raw_texts(c.decode("40/\udc00,")) == ['44/?,{"message":"Invalid namespace"}']
+    assert raw_texts(c.decode("40\ud800")) == ['44{"message":"Invalid connect payload"}']
+    c.decode("40")
+    assert c.decode('42["\ud800"]') == [BadFrame("bad_json", "the packet is not valid JSON")]
+    # An escaped lone surrogate is valid JSON syntax that msgspec refuses: bad_json too.
+    assert c.decode('421["\\ud800"]') == [
+        BadFrame("bad_json", "the packet is not valid JSON", None, 1)]
+
+
+@pytest.mark.parametrize("number", ["1e400", "-1e400", "9" * 5000])
+def test_numbers_out_of_range_are_bad_json(number: str) -> None:
+    assert connected().decode(f'425["x",{number}]') == [
+        BadFrame("bad_json", "the packet is not valid JSON", None, 5)]
+
+
+def test_huge_integers_in_data_are_kept() -> None:
+    big = 10**300 + 7
+    assert connected().decode(f'42["x",[{big},{-big}]]') == [Incoming("x", [big, -big])]

@@ -9,10 +9,36 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import msgspec
+
 from relay.core.errors import EventError
 from relay.core.outgoing import Outgoing
 
 Ref = int | str
+
+#: Largest integer a JS client holds exactly (``Number.MAX_SAFE_INTEGER``): plain refs and
+#: Socket.IO ack ids beyond ±this are refused rather than echoed back altered.
+MAX_SAFE_INTEGER = 2**53 - 1
+
+#: What ``msgspec.json.decode`` raises for text that is not usable JSON. ``DecodeError`` covers
+#: syntax, ``NaN``/``Infinity`` and numbers out of range (its subclass ``ValidationError``:
+#: ``1e400``, integers beyond ``sys.get_int_max_str_digits()``). Nesting deeper than the
+#: interpreter's recursion budget raises ``RecursionError``, which is *not* a ``DecodeError``;
+#: the budget depends on how deep the caller's stack already is, so no fixed depth is
+#: pre-scanned (that would cost every message a pass over its text) and the exception is
+#: caught instead, for free on the normal path. ``UnicodeEncodeError`` is a ``str`` holding a
+#: lone surrogate: the frame reader decodes strict UTF-8 and never produces one, but the
+#: codecs are total over every ``str``.
+JSON_ERRORS = (msgspec.DecodeError, RecursionError, UnicodeEncodeError)
+#: The ``message`` of the ``bad_json`` answer to nesting too deep for the decoder.
+TOO_DEEP = "JSON nested too deeply"
+#: The only codes a codec's ``BadFrame`` carries (§3.4); ``unknown_event`` is the core's.
+FRAME_ERROR_CODES = frozenset({"bad_json", "bad_frame"})
+
+
+def json_error(exc: Exception, not_json: str) -> str:
+    """The ``bad_json`` message for a decode failure: depth is named, the rest is ``not_json``."""
+    return TOO_DEEP if isinstance(exc, RecursionError) else not_json
 
 
 @dataclass(slots=True)

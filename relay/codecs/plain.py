@@ -1,4 +1,11 @@
-"""Plain JSON framing of the observer protocol on ``/observer`` (§3.1)."""
+"""Plain JSON framing of the observer protocol on ``/observer`` (§3.1).
+
+``decode`` and ``peek`` are total: every ``str`` maps to ``Incoming`` or a ``BadFrame`` with
+``bad_json``/``bad_frame`` (never an exception), which ``tests/test_codec_props.py`` and the
+``fuzz/`` harness check. JSON nested deeper than the decoder can follow is ``bad_json``
+("JSON nested too deeply"); an integer ``ref`` beyond ±(2**53-1) is ``bad_frame`` because a JS
+client could not read the echoed value back exactly.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +17,11 @@ from relay.core.errors import EventError
 from relay.core.outgoing import Outgoing, encode_json
 from relay.transport.wsframe import text_frame
 
-from .base import BadFrame, Inbound, Incoming, Ref
+from .base import JSON_ERRORS, MAX_SAFE_INTEGER, BadFrame, Inbound, Incoming, Ref, json_error
 
 _decode = msgspec.json.decode
 _OK = b'"data":{"ok":true}}'
+_NOT_JSON = "the frame is not valid JSON"
 
 
 def valid_event(value: object) -> str | None:
@@ -23,11 +31,17 @@ def valid_event(value: object) -> str | None:
 
 
 def valid_ref(value: object) -> tuple[bool, Ref | None]:
-    """(ok, ref); ``null`` counts as absent (Appendix C)."""
+    """(ok, ref); ``null`` counts as absent (Appendix C).
+
+    ``type(...) is int`` keeps ``true``/``false`` (Python bools) and floats out; integers
+    beyond ±(2**53-1) are refused like a ref of the wrong type.
+    """
     if value is None:
         return True, None
     if type(value) is int:
-        return True, value  # type: ignore[return-value]
+        if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+            return True, value
+        return False, None
     if isinstance(value, str) and 0 < len(value) <= 64:
         return True, value
     return False, None
@@ -44,8 +58,8 @@ class PlainCodec:
     def decode(self, message: str) -> list[Inbound]:
         try:
             frame: Any = _decode(message)
-        except msgspec.DecodeError:
-            return [BadFrame("bad_json", "the frame is not valid JSON")]
+        except JSON_ERRORS as exc:
+            return [BadFrame("bad_json", json_error(exc, _NOT_JSON))]
         if not isinstance(frame, dict):
             return [BadFrame("bad_frame", "a frame must be a JSON object")]
         event = valid_event(frame.get("event"))
@@ -62,7 +76,7 @@ class PlainCodec:
     def peek(self, message: str) -> tuple[str | None, Ref | None]:
         try:
             frame: Any = _decode(message)
-        except msgspec.DecodeError:
+        except JSON_ERRORS:
             return None, None
         if not isinstance(frame, dict):
             return None, None

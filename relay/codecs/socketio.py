@@ -39,8 +39,13 @@ Decisions on cases the contract leaves open (all tested in ``tests/test_socketio
   JSON can be read; ``46`` carries ack arguments, not an event, so its event is ``None``.
 - **Client ``2<data>``** (``2probe``) is answered ``3<data>``, as Engine.IO does.
 - **``40`` payload**: empty or a JSON object (auth, ignored) connects; anything else, invalid
-  JSON included, is answered ``44{"message":"Invalid connect payload"}`` and the session may
-  retry. A ``40`` on a connected session is ignored whatever it carries.
+  JSON or JSON nested too deeply included, is answered ``44{"message":"Invalid connect
+  payload"}`` and the session may retry. A ``40`` on a connected session is ignored whatever
+  it carries.
+- **Totality**: ``decode``, ``peek`` and ``costs_token`` never raise, whatever the ``str``.
+  JSON nested deeper than the decoder can follow (msgspec raises ``RecursionError``, not a
+  ``DecodeError``) is ``bad_json`` "JSON nested too deeply" in a ``42`` (with its ack id), no
+  event name for ``peek``/``45``, and an invalid connect payload in a ``40``.
 """
 
 from __future__ import annotations
@@ -55,18 +60,28 @@ from relay.core.errors import EventError
 from relay.core.outgoing import Outgoing, encode_json
 from relay.transport.wsframe import text_frame
 
-from .base import BadFrame, CloseRequest, Inbound, Incoming, Pong, Raw, Ref
+from .base import (
+    JSON_ERRORS,
+    MAX_SAFE_INTEGER,
+    BadFrame,
+    CloseRequest,
+    Inbound,
+    Incoming,
+    Pong,
+    Raw,
+    Ref,
+    json_error,
+)
 
 __all__ = ["TERMINAL_CLOSE_CODES", "SocketIOCodec", "new_sid"]
 
 _decode = msgspec.json.decode
-_DecodeError = msgspec.DecodeError
 _RawList = list[msgspec.Raw]
 
 #: Close codes preceded by ``41`` so that clients do not auto-reconnect (§2.5).
 TERMINAL_CLOSE_CODES = frozenset({4000, 4001, 4003, 4008})
 #: Largest ack id a JS client can represent exactly (``Number.MAX_SAFE_INTEGER``).
-MAX_ACK_ID = 2**53 - 1
+MAX_ACK_ID = MAX_SAFE_INTEGER
 
 #: ``[<nsp>,][<ack id>]`` after the Socket.IO type (and attachment count).
 _HEAD = re.compile(r"(?:(/[^,]*),?)?([0-9]*)")
@@ -80,6 +95,7 @@ _DISCONNECT = text_frame(b"41")
 _BAD_CONNECT = text_frame(b'44{"message":"Invalid connect payload"}')
 _ACK_OK = b'[{"ok":true}]'
 _BINARY_MESSAGE = "binary attachments are not supported"
+_NOT_JSON = "the packet is not valid JSON"
 
 
 def new_sid() -> str:
@@ -112,7 +128,7 @@ def _event_name(body: str) -> str | None:
     try:
         items = _decode(body, type=_RawList)
         first: Any = _decode(items[0]) if items else None
-    except _DecodeError:
+    except JSON_ERRORS:
         return None
     return first if isinstance(first, str) else None
 
@@ -174,7 +190,8 @@ class SocketIOCodec:
         if kind == "2":
             if len(message) == 1:
                 return [Raw(_PONG)]
-            return [Raw(text_frame(b"3" + message[1:].encode("utf-8")))]
+            # ("replace" only matters for a str with a lone surrogate, which UTF-8 cannot carry.)
+            return [Raw(text_frame(b"3" + message[1:].encode("utf-8", "replace")))]
         if kind == "1":
             return [CloseRequest(1000, "client disconnect")]
         if kind in ("0", "5", "6"):  # open is server-only; no upgrades; noop
@@ -213,7 +230,7 @@ class SocketIOCodec:
         nsp = m.group(1)
         if nsp is not None and nsp != "/":
             return [Raw(text_frame(
-                b"44" + nsp.encode("utf-8") + b',{"message":"Invalid namespace"}'
+                b"44" + nsp.encode("utf-8", "replace") + b',{"message":"Invalid namespace"}'
             ))]
         if self.connected:
             return []
@@ -222,7 +239,7 @@ class SocketIOCodec:
         if payload:
             try:
                 auth = _decode(payload)
-            except _DecodeError:
+            except JSON_ERRORS:
                 auth = None
             if not isinstance(auth, dict):
                 return [Raw(_BAD_CONNECT)]
@@ -238,8 +255,8 @@ class SocketIOCodec:
             return [BadFrame("bad_frame", "an event packet needs [name, data]", None, ack)]
         try:
             args: Any = _decode(body)
-        except _DecodeError:
-            return [BadFrame("bad_json", "the packet is not valid JSON", None, ack)]
+        except JSON_ERRORS as exc:
+            return [BadFrame("bad_json", json_error(exc, _NOT_JSON), None, ack)]
         if not isinstance(args, list) or not args or not isinstance(args[0], str):
             return [BadFrame("bad_frame", "an event packet must be an array starting with the "
                              "event name", None, ack)]
