@@ -13,6 +13,8 @@ import pytest
 import trio
 from trio_websocket import ConnectionRejected, open_websocket_url
 
+from fuzz.http_head import ScriptedStream, parse
+from relay.transport.http import Request, send_answer, upgrade_refusal
 from tests.support import Relay, StartRelay
 
 TEACH = "https://teach.example.org"
@@ -314,3 +316,110 @@ async def test_malformed_request_answer_has_no_store(relay: Relay, which: str,
     head = data.partition(b"\r\n\r\n")[0].decode("latin-1").lower()
     assert head.startswith("http/1.1 400")
     assert "cache-control: no-store" in head
+
+
+# -- the request-head reader and the strict handshake (§2.1, Appendix D) ------------------
+async def raw_exchange(port: int, request_bytes: bytes) -> bytes:
+    """Send raw bytes to the relay port, read until it closes."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    data = b""
+    try:
+        await stream.send_all(request_bytes)
+        with trio.fail_after(5):
+            while chunk := await stream.receive_some(65536):
+                data += chunk
+    finally:
+        await stream.aclose()
+    return data
+
+
+async def test_unsplittable_target_is_400_and_the_relay_survives(relay: Relay) -> None:
+    """``urlsplit`` raises ValueError on ``//[`` (an unterminated IPv6 literal); that once
+    escaped ``read_request`` and, through the accept loop, ended the process."""
+    data = await raw_exchange(port_of(relay), b"GET //[ HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert data.startswith(b"HTTP/1.1 400 ")
+    assert (await http(port_of(relay), "/healthz")).status == 200
+
+
+async def test_sixty_kilobyte_head_in_one_write_is_400(relay: Relay) -> None:
+    head = (b"GET /observer HTTP/1.1\r\nHost: a\r\nX-Pad: " + b"a" * 60_000 + b"\r\n\r\n")
+    data = await raw_exchange(port_of(relay), head)
+    assert data.startswith(b"HTTP/1.1 400 ")
+
+
+KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+BAD_HANDSHAKE: tuple[int, list[tuple[str, str]], bytes] = (
+    400, [], b'{"error":"bad_websocket_handshake"}')
+
+
+def scripted(head: bytes) -> Request:
+    result, sent, _ = parse([head])
+    assert isinstance(result, Request) and sent == b""
+    return result
+
+
+def handshake_head(*, method: str = "GET", version: str = "1.1", key: str = KEY,
+                   ws_version: str = "13", extra: str = "") -> bytes:
+    return (f"{method} /observer HTTP/{version}\r\nHost: a\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            f"Sec-WebSocket-Version: {ws_version}\r\n{extra}\r\n").encode("latin-1")
+
+
+
+def test_valid_handshake_passes() -> None:
+    request = scripted(handshake_head())
+    assert upgrade_refusal(request) is None
+    assert (request.http_version, request.header_counts["sec-websocket-key"],
+            request.body_announced) == ("1.1", 1, False)
+
+
+@pytest.mark.parametrize("head", [
+    handshake_head(key="dGhlIHNhbXBsZSBub25jZ\u00e9=="),  # a non-ASCII byte (crashed accept_key)
+    handshake_head(key="dGhlIHNhbXBsZSBub25jZR=="),  # decodes, but not canonical
+    handshake_head(key="dGhlIHNhbXBsZSBub25jZQ"),  # unpadded
+    handshake_head(key="x"),
+    handshake_head(key=base64.b64encode(b"a" * 17).decode()),
+    handshake_head(extra=f"Sec-WebSocket-Key: {KEY}\r\n"),  # twice, even if equal
+    handshake_head(method="POST"),
+    handshake_head(method="HEAD"),
+    handshake_head(version="1.0"),
+    handshake_head(extra="Content-Length: 5\r\n") + b"hello",
+    handshake_head(extra="Transfer-Encoding: chunked\r\n") + b"0\r\n\r\n",
+    b"GET /observer HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+    b"Sec-WebSocket-Key: " + KEY.encode() + b"\r\n\r\n",  # no Connection: upgrade
+])
+def test_handshake_refused_400(head: bytes) -> None:
+    assert upgrade_refusal(scripted(head)) == BAD_HANDSHAKE
+
+
+@pytest.mark.parametrize("ws_version", ["12", "8", "13, 13", "", "013"])
+def test_handshake_other_version_is_426(ws_version: str) -> None:
+    assert upgrade_refusal(scripted(handshake_head(ws_version=ws_version))) == (
+        426, [("Sec-WebSocket-Version", "13")], b'{"error":"unsupported_websocket_version"}')
+
+
+def test_handshake_body_of_zero_length_is_no_body() -> None:
+    assert upgrade_refusal(scripted(handshake_head(extra="Content-Length: 0\r\n"))) is None
+
+
+def test_pipelined_frames_are_kept_as_trailing() -> None:
+    frame = b"\x81\x80\x00\x00\x00\x00"
+    assert scripted(handshake_head() + frame).trailing == frame
+
+
+def test_asks_upgrade() -> None:
+    assert scripted(handshake_head()).asks_upgrade
+    h2c = b"GET /healthz HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n"
+    assert not scripted(h2c).asks_upgrade and not scripted(h2c).is_upgrade
+    key_only = b"GET /observer HTTP/1.1\r\nHost: a\r\nSec-WebSocket-Key: x\r\n\r\n"
+    assert scripted(key_only).asks_upgrade and not scripted(key_only).is_upgrade
+
+
+def test_send_answer_writes_extra_headers() -> None:
+    refusal = upgrade_refusal(scripted(handshake_head(ws_version="8")))
+    assert refusal is not None
+    stream = ScriptedStream([])
+    trio.run(send_answer, stream, *refusal)
+    head = bytes(stream.sent).partition(b"\r\n\r\n")[0].decode("latin-1")
+    assert head.startswith("HTTP/1.1 426 Upgrade Required\r\n")
+    assert "\r\nSec-WebSocket-Version: 13" in head and "\r\nCache-Control: no-store" in head
