@@ -68,6 +68,7 @@ FORWARD_WINDOW = 16  # a forwarded connection waits for its owner every this man
 MAX_MERGED = 256  # inbox messages merged into one PUBLISH
 STATS_FLUSH = 1.0  # seconds between writes of changed rooms' stats documents (§8: 1/s)
 STATS_WANT_TTL = 15.0  # a reader's request for a room's stats document lasts this long
+STARTUP_WAIT = 5.0  # a node exits 1 when Redis is not reachable within this at startup
 
 _encode = msgspec.msgpack.encode
 _decode = msgspec.msgpack.decode
@@ -147,8 +148,8 @@ class RemoteConn:
     the cluster, which publishes them to the client's node after the command.
     """
 
-    __slots__ = ("_closing", "_post", "_pre", "cid", "cluster", "codec", "cursor", "endpoint",
-                 "node", "participant", "replaced", "replay_end", "sent", "session")
+    __slots__ = ("_closing", "_pinned", "_post", "_pre", "cid", "cluster", "codec", "cursor",
+                 "endpoint", "node", "participant", "replaced", "replay_end", "sent", "session")
 
     def __init__(self, cluster: Cluster, node: str, cid: int, endpoint: str, ip: str) -> None:
         self.cluster = cluster
@@ -162,6 +163,7 @@ class RemoteConn:
         self.participant: Participant | None = None
         self.cursor = 0
         self.replay_end = 0
+        self._pinned: list[Outgoing] = []
         self._pre: list[bytes] = []
         self._post: list[bytes] = []
         self._closing: tuple[int, str, bool] | None = None
@@ -195,15 +197,18 @@ class RemoteConn:
     def send_ack(self, ref: Ref, error: EventError | None) -> None:
         self.push(self.codec.ack_frame(ref, error))
 
-    def attach(self, participant: Participant, cursor: int, replay_end: int) -> None:
+    def attach(self, participant: Participant, cursor: int, replay_end: int,
+               pinned: list[Outgoing]) -> None:
         self.participant = participant
         self.cursor = cursor
         self.replay_end = replay_end
+        self._pinned = pinned
         self._touch()
 
     def detach(self) -> None:
         self.participant = None
         self.replay_end = self.cursor
+        self._pinned = []
 
     def close(self, code: int, reason: str, *, flush: bool = False, **_: Any) -> None:
         if self._closing is not None:
@@ -219,15 +224,14 @@ class RemoteConn:
     def drain(self) -> list[Any]:
         """The items to publish for this connection: its frames in order, then a close."""
         frames = self._pre
-        p = self.participant
-        while p is not None and self.cursor < self.replay_end:
-            seq = self.cursor + 1
-            if seq < p.replay.first_seq:
-                self.close(4002, "slow consumer")
-                break
-            frames.append(self.codec.event_frame(p.replay.get(seq)[0],
-                                                 seq if self.endpoint == "observer" else None))
-            self.cursor = seq
+        if self.participant is not None:
+            plain = self.endpoint == "observer"
+            base = self.replay_end - len(self._pinned)
+            for i in range(self.cursor - base, len(self._pinned)):
+                seq = base + i + 1
+                frames.append(self.codec.event_frame(self._pinned[i], seq if plain else None))
+            self.cursor = max(self.cursor, self.replay_end)
+        self._pinned = []
         frames.extend(self._post)
         self._pre, self._post = [], []
         items: list[Any] = []
@@ -303,6 +307,14 @@ class Cluster:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await nursery.start(self.bp.run)
+            # A node that cannot reach Redis at startup is misconfigured or early: exit 1
+            # (§1.1) so that the operator or the supervisor sees it, instead of running
+            # a node that answers every room event with an error.
+            with trio.move_on_after(STARTUP_WAIT):
+                await self.bp.wait_available()
+            if not self.bp.available:
+                raise BackplaneUnavailable(
+                    f"cannot reach the backplane at {self.bp.url}: {self.bp.last_error}")
             if self.handoff is not None:
                 await nursery.start(self.handoff.serve)
             nursery.start_soon(self.commits.run)
@@ -337,7 +349,11 @@ class Cluster:
         if event in REATTACH and not session.bound:
             session.blocked = self.hub.join_blocked(session.ip)
         if event == "room/create" and not session.bound:
-            await self._create(conn, data, ref)
+            session.blocked = self.hub.room_cap_reached(session.ip)  # logged with the command
+            try:
+                await self._create(conn, data, ref)
+            finally:
+                session.blocked = None
             return
         if room_id is None:
             self.server.handle_event(conn, event, data, ref)  # fails without room state
@@ -703,12 +719,12 @@ class Cluster:
     async def _rebuild(self, room_id: int) -> None:
         """Rebuild a room from its snapshot and log, then mark everyone offline."""
         key = room_key(room_id)
-        self.hub.rooms.pop(room_id, None)
+        self.hub.drop_room(room_id)
         snap = await self.bp.load_snapshot(key)
         after = None
         if snap is not None:
             blob, after = snap
-            self.hub.rooms[room_id] = pickle.loads(blob)
+            self.hub.adopt_room(pickle.loads(blob))
         entries = await self.bp.read_log(key, after)
         for _, raw in entries:
             entry = _decode(raw)
@@ -740,7 +756,7 @@ class Cluster:
         """Another node owns the room now (we were cut off): drop our copy."""
         room_id = int(key)
         self.owned.pop(room_id, None)
-        room = self.hub.rooms.pop(room_id, None)
+        room = self.hub.drop_room(room_id)
         if room is None:
             return
         for uid in list(room.participants):

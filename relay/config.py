@@ -132,6 +132,8 @@ class Config:
     cluster_handoff: bool = True  # same-host nodes pass sockets to the room's owner
     plugin_version: str = "1.2.15"
     log_level: str = "INFO"
+    max_connections_per_ip: int = 2000
+    max_rooms_per_ip: int = 50
 
     def core_settings(self) -> CoreSettings:
         return CoreSettings(
@@ -139,7 +141,7 @@ class Config:
             legacy_tokenless=self.legacy_tokenless, plugin_version=self.plugin_version,
             join_failure_limit=self.join_failure_limit, room_idle_expiry=self.room_idle_expiry,
             stun_urls=self.stun_urls, turn_urls=self.turn_urls, turn_secret=self.turn_secret,
-            turn_ttl=self.turn_ttl,
+            turn_ttl=self.turn_ttl, max_rooms_per_ip=self.max_rooms_per_ip,
         )
 
 
@@ -192,6 +194,8 @@ ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "OBSERVER_CLUSTER_HANDOFF": ("cluster_handoff", parse_bool),
     "OBSERVER_PLUGIN_VERSION": ("plugin_version", lambda t: t.strip()),
     "OBSERVER_LOG_LEVEL": ("log_level", parse_log_level),
+    "OBSERVER_MAX_CONNECTIONS_PER_IP": ("max_connections_per_ip", _nonneg_int),
+    "OBSERVER_MAX_ROOMS_PER_IP": ("max_rooms_per_ip", _nonneg_int),
 }
 
 

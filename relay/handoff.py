@@ -50,7 +50,8 @@ def address(node_id: str) -> bytes:
 
 def _clean(conn: ObserverConnection) -> bool:
     """Nothing of the connection's state lives outside the socket and the codec."""
-    return not (conn._fd < 0 or conn._writing or conn._control or conn._pre or conn._queue
+    return not (conn._fd < 0 or conn._writing or conn._partial or conn._control
+                or conn._pong is not None or conn._pre or conn._queue
                 or conn._closing is not None or conn.peer_closed or not conn.reader_drained)
 
 

@@ -15,7 +15,9 @@ out before the task yields.
 
 from __future__ import annotations
 
+import errno
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -61,6 +63,10 @@ from .transport.wsframe import accept_key, text_frame
 
 log = logging.getLogger("relay.server")
 
+#: accept() failures that mean "out of descriptors or memory for now": back off, retry.
+ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+ACCEPT_BACKOFF_MAX = 1.0
+
 OBSERVER_PATHS = frozenset({"/observer", "/observer/"})
 SIO_PATHS = frozenset({"/socket.io", "/socket.io/"})
 WS_PATHS = frozenset({"/ws", "/ws/"})
@@ -97,6 +103,7 @@ class RelayServer:
         self.signaling = SignalingHub()
         self.conns: dict[tuple[int, int], ObserverConnection] = {}
         self.connections: set[WebSocketConnection] = set()
+        self.connections_per_ip: dict[str, int] = {}
         cfg = self.config
         self.heartbeat_wheel = HeartbeatWheel(max(0.01, min(
             TICK, cfg.heartbeat_interval / 4, cfg.heartbeat_timeout / 4,
@@ -128,8 +135,8 @@ class RelayServer:
             self._connections_nursery = await root.start(_nursery_owner)
             self._rooms_nursery = await root.start(_nursery_owner)
             self.web_port = await root.start(serve_web, self)
-            root.start_soon(partial(trio.serve_listeners, self._handle_tcp, listeners,
-                                    handler_nursery=self._connections_nursery))
+            for listener in listeners:
+                root.start_soon(self._accept_loop, listener)
             root.start_soon(self._janitor)
             root.start_soon(self._heartbeats)
             task_status.started((self.relay_port, self.web_port))
@@ -162,20 +169,59 @@ class RelayServer:
     async def _janitor(self) -> None:
         while True:
             await trio.sleep(0.25)
-            if self.cluster is not None:
-                self.hub.monotonic = time.time  # (a command may have left its clock behind)
-            actions = self.hub.expire_idle()
-            if actions:
-                self.apply(actions, None)
+            try:
+                if self.cluster is not None:
+                    self.hub.monotonic = time.time  # (a command may have left its clock)
+                actions = self.hub.expire_idle()
+                if actions:
+                    self.apply(actions, None)
+            except Exception:
+                log.exception("idle expiry failed; retrying at the next tick")
 
     # -- accepting ----------------------------------------------------------------------
+    async def _accept_loop(self, listener: trio.SocketListener) -> None:
+        """Accept connections for as long as the server runs.
+
+        Running out of descriptors (EMFILE) or memory for sockets is a state, not a
+        failure: back off (doubling up to a second) and retry, with one log line per
+        second at most instead of a traceback per attempt.
+        """
+        delay = 0.01
+        last_log = -math.inf
+        assert self._connections_nursery is not None
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in ACCEPT_CAPACITY_ERRNOS:
+                    raise
+                now = trio.current_time()
+                if now - last_log >= 1.0:
+                    last_log = now
+                    log.warning("cannot accept connections: %s; backing off",
+                                errno.errorcode.get(exc.errno or 0, exc.errno))
+                await trio.sleep(delay)
+                delay = min(delay * 2, ACCEPT_BACKOFF_MAX)
+                continue
+            delay = 0.01
+            self._connections_nursery.start_soon(self._handle_tcp, stream)
+
     async def _handle_tcp(self, stream: trio.SocketStream) -> None:
+        """One TCP connection, from its first byte to its close: a failure boundary.
+
+        Whatever the peer does (reset mid-handshake, garbage, silence) and whatever fails
+        while serving it ends here: logged once, this socket closed, nothing else touched.
+        """
         try:
             ip = sys.intern(stream.socket.getpeername()[0])  # one string per client address
         except OSError:
             ip = "?"
         try:
             await self._route(stream, ip)
+        except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass  # the peer went away (a reset during the handshake is ordinary)
+        except* Exception:
+            log.exception("serving a request from %s failed", ip)
         finally:
             with trio.move_on_after(0.5) as scope:
                 scope.shield = True
@@ -212,8 +258,12 @@ class RelayServer:
                 await send_body(stream, *answer)
                 return
         key = request.headers.get("sec-websocket-key")
-        if not key or request.headers.get("sec-websocket-version") != "13":
+        if not key or request.headers.get("sec-websocket-version") != "13" or not key.isascii():
             await send_json(stream, 400, {"error": "bad_websocket_handshake"})
+            return
+        cap = self.config.max_connections_per_ip
+        if cap and self.connections_per_ip.get(ip, 0) >= cap:
+            await send_json(stream, 429, {"error": "too_many_connections"})
             return
         await send_switching(stream, accept_key(key))
         conn: WebSocketConnection
@@ -230,12 +280,19 @@ class RelayServer:
             conn.cid = self.cluster.new_cid()  # type: ignore[attr-defined]
             self.cluster.local[conn.cid] = conn  # type: ignore[attr-defined]
         self.connections.add(conn)
+        per_ip = self.connections_per_ip
+        per_ip[conn.ip] = per_ip.get(conn.ip, 0) + 1
         self.heartbeat_wheel.add(conn, conn.heartbeat_due())
         self.metrics.inc("observer_connections_opened", conn.endpoint)
         try:
             await conn.run()
         finally:
             self.connections.discard(conn)
+            left = per_ip.get(conn.ip, 1) - 1
+            if left > 0:
+                per_ip[conn.ip] = left
+            else:
+                per_ip.pop(conn.ip, None)
             self.heartbeat_wheel.discard(conn)
             code = conn.close_code if conn.close_code is not None else 1006
             reason = "handed_off" if conn.handed_off else CLOSE_REASONS.get(code, "normal")
@@ -291,10 +348,15 @@ class RelayServer:
                 conn = conns.get((action.room_id, action.user_id))
                 if conn is None:
                     continue
-                if action.seq is None:
-                    conn.send_event(action.out, action.after)
-                else:
-                    conn.sequenced(action.out, action.seq, action.size)
+                try:
+                    if action.seq is None:
+                        conn.send_event(action.out, action.after)
+                    else:
+                        conn.sequenced(action.out, action.seq, action.size)
+                except Exception:
+                    # The recipient's failure is the recipient's: the sender carries on.
+                    log.exception("delivery to a connection failed; closing it with 1011")
+                    conn.close(1011, "internal error")
             elif isinstance(action, Reply):
                 if sender is not None:
                     sender.send_event(action.out)
@@ -306,7 +368,8 @@ class RelayServer:
                     old.replaced = True
                     old.close(4003, "replaced by a newer connection")
                 room = self.hub.rooms[action.room_id]
-                sender.attach(room.participants[action.user_id], action.cursor, action.replay_end)
+                sender.attach(room.participants[action.user_id], action.cursor, action.replay_end,
+                              action.pinned)
                 conns[key] = sender
             elif isinstance(action, Unbind):
                 if sender is not None and sender.participant is not None:

@@ -17,6 +17,7 @@ class Denied(enum.Enum):
 
     NOT_FOUND = 404
     FORBIDDEN = 403
+    RATE_LIMITED = 429
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,9 +28,13 @@ class Lookup:
     denied: Denied | None
 
 
+MAX_ID_DIGITS = 20
+
+
 def parse_room_id(raw: str) -> int | None:
-    """A path segment that is a decimal integer (ASCII digits only), else None."""
-    if raw and raw.isascii() and raw.isdigit():
+    """A path segment that is a decimal integer (ASCII digits only, at most 20 of them:
+    a longer one names no room and must not cost a 4,300-digit conversion), else None."""
+    if raw and len(raw) <= MAX_ID_DIGITS and raw.isascii() and raw.isdigit():
         return int(raw)
     return None
 
@@ -41,12 +46,21 @@ def key_matches(given: str | None, expected: str) -> bool:
     return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
 
 
-async def find_room(server: RelayServer, raw_id: str, key: str | None) -> Lookup:
-    """Unknown or non-integer room → 404 (before the key); missing or wrong key → 403."""
+async def find_room(server: RelayServer, raw_id: str, key: str | None, ip: str) -> Lookup:
+    """Unknown or non-integer room → 404 (before the key); missing or wrong key → 403.
+
+    Both answers tell a guesser something (which room ids exist), so both count as failed
+    joins of the client IP (§4.3), and at the limit the answer is 429 without a lookup.
+    """
+    hub = server.hub
+    if hub.join_blocked(ip):
+        return Lookup(None, Denied.RATE_LIMITED)
     room_id = parse_room_id(raw_id)
     room = await server.stats.get(room_id) if room_id is not None else None
     if room is None:
+        hub.count_join_failure(ip)
         return Lookup(None, Denied.NOT_FOUND)
     if not server.config.public_stats and not key_matches(key, room.stats_key):
+        hub.count_join_failure(ip)
         return Lookup(None, Denied.FORBIDDEN)
     return Lookup(room, None)

@@ -29,7 +29,8 @@ HTML = "text/html; charset=utf-8"
 #: The page loads only its own script and stylesheet and talks only to this origin.
 PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
             "connect-src 'self'; base-uri 'none'; form-action 'none'")
-ERRORS = {Denied.NOT_FOUND: "room_not_found", Denied.FORBIDDEN: "forbidden"}
+ERRORS = {Denied.NOT_FOUND: "room_not_found", Denied.FORBIDDEN: "forbidden",
+          Denied.RATE_LIMITED: "rate_limited"}
 
 
 def json_response(body: Any, status: int = 200) -> Response:
@@ -112,9 +113,17 @@ def create_app(server: RelayServer) -> QuartTrio:
     async def metrics() -> Response:
         return Response(server.metrics.render(), content_type="text/plain; version=0.0.4")
 
+    def client_ip() -> str:
+        return request.remote_addr or "?"
+
     @app.get("/roomstats/<raw_id>")
     async def stats_page(raw_id: str) -> Response:
-        found = await find_room(server, raw_id, request.args.get("key"))
+        found = await find_room(server, raw_id, request.args.get("key"), client_ip())
+        if found.denied is Denied.RATE_LIMITED:
+            return await page("error.html", 429, title="Too many requests",
+                              message="Too many requests",
+                              detail="Too many failed attempts from this address; "
+                                     "wait a minute.")
         if found.denied is Denied.NOT_FOUND:
             return await page("error.html", 404, title="Room not found",
                               message=f"Room # {raw_id} not found!",
@@ -136,7 +145,7 @@ def create_app(server: RelayServer) -> QuartTrio:
 
     @app.get("/roomstats/<raw_id>/events")
     async def stats_events(raw_id: str) -> Response:
-        found = await find_room(server, raw_id, request.args.get("key"))
+        found = await find_room(server, raw_id, request.args.get("key"), client_ip())
         if found.room is None:
             return refused(found.denied)
         response = Response(stats_stream(server, found.room), content_type="text/event-stream")
@@ -146,7 +155,7 @@ def create_app(server: RelayServer) -> QuartTrio:
 
     @app.get("/api/rooms/<raw_id>/stats")
     async def stats_api(raw_id: str) -> Response:
-        found = await find_room(server, raw_id, request.args.get("key"))
+        found = await find_room(server, raw_id, request.args.get("key"), client_ip())
         if found.room is None:
             return refused(found.denied)
         return json_response(found.room.document)

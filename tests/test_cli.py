@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -368,3 +369,23 @@ async def test_port_in_use_exits_1() -> None:
         assert result.stderr.strip()
         assert "listening" not in result.stdout
 
+
+
+async def test_unreachable_redis_at_startup_exits_1() -> None:
+    """§1.1 / Appendix C: a backplane that cannot be reached at startup is a startup
+    failure: exit status 1 within 10 s, with a message, and no listening lines."""
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = dict(os.environ, OBSERVER_BACKPLANE_URL=f"redis://127.0.0.1:{port}/0")
+    started = trio.current_time()
+    with trio.fail_after(10):
+        result = await trio.run_process(
+            [sys.executable, "-m", "relay", "serve", "--port", "0", "--http-port", "0"],
+            env=env, capture_stdout=True, capture_stderr=True, check=False)
+    assert result.returncode == 1, result.stderr.decode()
+    assert trio.current_time() - started < 10
+    assert b"listening" not in result.stdout
+    assert b"cannot start" in result.stderr

@@ -70,6 +70,13 @@ async def new_room(relay: Relay) -> Room:
 
 
 @pytest.fixture
+async def relay(start_relay: StartRelay) -> Relay:
+    """These tests make many 403/404 requests on purpose: lift the failed-join limit
+    (its own test below sets it low)."""
+    return await start_relay(join_failure_limit=100_000)
+
+
+@pytest.fixture
 async def http(relay: Relay) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=relay.web, timeout=5.0) as client:
         yield client
@@ -332,6 +339,35 @@ async def test_keys_and_error_order(relay: Relay, http: httpx.AsyncClient) -> No
     assert "Room # abc not found!" in (await http.get("/roomstats/abc?key=k")).text
     escaped = (await http.get("/roomstats/%3Cscript%3Ex")).text
     assert "Room # &lt;script&gt;x not found!" in escaped and "<script>" not in escaped
+
+
+async def test_guessing_stats_urls_is_rate_limited(start_relay: StartRelay) -> None:
+    """404s and 403s count as failed joins of the IP (§8, §4.3); at the limit every stats
+    request gets 429 without a lookup, a valid one included, and so does a room/join."""
+    relay = await start_relay(join_failure_limit=5)
+    room = await new_room(relay)
+    async with httpx.AsyncClient(base_url=relay.web, timeout=5.0) as http:
+        for n in range(5):
+            wrong = await http.get(room.url("api", "nope") if n % 2 else
+                                   f"/api/rooms/{room.room_id + 1}/stats")
+            assert wrong.status_code in (403, 404)
+        for kind in ("api", "events"):
+            response = await http.get(room.url(kind))
+            assert response.status_code == 429
+            assert response.json() == {"error": "rate_limited"}
+            assert response.headers["cache-control"] == "no-store"
+        page = await http.get(room.url("page"))
+        assert page.status_code == 429 and "Too many requests" in page.text
+    student = await relay.client()
+    await student.fail("room/join", {"room_id": room.room_id, "name": "Ann"}, "rate_limited")
+
+
+async def test_long_room_ids_are_unknown(relay: Relay, http: httpx.AsyncClient) -> None:
+    """A room id of thousands of digits is just an unknown room (it was a 500)."""
+    for raw in ("9" * 21, "1" * 4301, "0" * 20 + "1"):
+        assert (await http.get(f"/api/rooms/{raw}/stats")).json() == {
+            "error": "room_not_found"}
+        assert (await http.get(f"/roomstats/{raw}")).status_code == 404
 
 
 async def test_closed_room_is_404(relay: Relay, http: httpx.AsyncClient) -> None:

@@ -6,7 +6,7 @@ that order, so the ordering rules of the protocol are decided here, in plain Pyt
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .outgoing import Outgoing
 
@@ -39,15 +39,20 @@ class Reply:
 class Bind:
     """Bind the sender's connection to a participant.
 
-    Its writer replays the buffered events with seq in (``cursor``, ``replay_end``] before
-    any live frame; the replay does not count against the outgoing queue bound
-    (Appendix C, replay after 4002).
+    Its writer streams the events with seq in (``cursor``, ``replay_end``] before any live
+    frame; the stream does not count against the outgoing queue bound (Appendix C, replay
+    after 4002). ``pinned`` holds exactly those events: the missed ones taken from the
+    replay buffer at the bind, then the snapshot the same event produced (the core extends
+    ``replay_end`` as it adds them). Holding them here rather than reading the buffer
+    later is what lets a snapshot larger than the replay buffer reach the client: the
+    buffer may already have evicted its first events before the writer gets to them.
     """
 
     room_id: int
     user_id: int
     cursor: int
     replay_end: int
+    pinned: list[Outgoing] = field(default_factory=list)
 
 
 @dataclass(slots=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .actions import Action, Reply, Send, StatsChanged
+from .actions import Action, Bind, Reply, Send, StatsChanged
 from .model import Participant, Room
 from .outgoing import Outgoing
 
@@ -32,7 +32,8 @@ class Session:
 class Ctx:
     """Collects the ordered actions of one event and offers the delivery helpers."""
 
-    __slots__ = ("actions", "failure_actions", "hub", "room", "sender", "session")
+    __slots__ = ("actions", "binding", "bound", "failure_actions", "hub", "room", "sender",
+                 "session")
 
     def __init__(
         self, hub: Hub, session: Session, room: Room | None, sender: Participant | None
@@ -44,6 +45,14 @@ class Ctx:
         self.actions: list[Action] = []
         #: Frames paired with a failure (§6.1 name_taken alert), sent before the error.
         self.failure_actions: list[Action] = []
+        #: The participant this event binds the sender to, and its ``Bind``: sequenced
+        #: events for it from then on (its snapshot) are streamed from ``Bind.pinned``.
+        self.bound: Participant | None = None
+        self.binding: Bind | None = None
+
+    def bind(self, action: Bind, p: Participant) -> None:
+        self.actions.append(action)
+        self.bound, self.binding = p, action
 
     # -- deliveries ---------------------------------------------------------------
     def seq(self, room: Room, p: Participant, out: Outgoing | str, data: Any = None) -> int:
@@ -51,7 +60,13 @@ class Ctx:
         if isinstance(out, str):
             out = Outgoing(out, data)
         seq, size = p.replay.append(out)
-        self.actions.append(Send(room.room_id, p.user_id, out, seq, seq, size))
+        if p is self.bound:
+            binding = self.binding
+            assert binding is not None
+            binding.pinned.append(out)
+            binding.replay_end = seq
+        else:
+            self.actions.append(Send(room.room_id, p.user_id, out, seq, seq, size))
         return seq
 
     def unseq(

@@ -44,6 +44,7 @@ class CoreSettings:
     turn_urls: list[str] = field(default_factory=list)
     turn_secret: str = ""
     turn_ttl: int = 86400
+    max_rooms_per_ip: int = 50  # 0 = no cap
 
 
 @dataclass(slots=True)
@@ -69,6 +70,8 @@ class Hub:
         self.entropy: ids.Entropy = ids.SecureEntropy()
         self.rooms: dict[int, Room] = {}
         self._join_failures: dict[str, deque[float]] = {}
+        #: Rooms held here per creating client IP (§2.1 per-IP room cap).
+        self._rooms_by_ip: dict[str, int] = {}
 
     # -- entry points ---------------------------------------------------------------
     def handle(self, session: Session, event: str, data: Any) -> Outcome:
@@ -160,17 +163,43 @@ class Hub:
         return actions
 
     def remove_room(self, room: Room) -> list[Action]:
-        self.rooms.pop(room.room_id, None)
+        if self.rooms.pop(room.room_id, None) is not None:
+            self._count_room(room.creator_ip, -1)
         return [RoomClosed(room.room_id, tuple(room.participants)), StatsChanged(room.room_id)]
 
+    def adopt_room(self, room: Room) -> None:
+        """A room rebuilt from the backplane joins this hub (its creator's cap included)."""
+        if self.rooms.get(room.room_id) is not room:
+            self.rooms[room.room_id] = room
+            self._count_room(room.creator_ip, 1)
+
+    def drop_room(self, room_id: int) -> Room | None:
+        """Forget a room without closing it (it moved to another node)."""
+        room = self.rooms.pop(room_id, None)
+        if room is not None:
+            self._count_room(room.creator_ip, -1)
+        return room
+
+    def _count_room(self, ip: str, delta: int) -> None:
+        left = self._rooms_by_ip.get(ip, 0) + delta
+        if left > 0:
+            self._rooms_by_ip[ip] = left
+        else:
+            self._rooms_by_ip.pop(ip, None)
+
     # -- helpers used by the lifecycle handlers ---------------------------------------
-    def new_room(self) -> Room:
+    def room_cap_reached(self, ip: str) -> bool:
+        cap = self.settings.max_rooms_per_ip
+        return bool(cap) and self._rooms_by_ip.get(ip, 0) >= cap
+
+    def new_room(self, creator_ip: str = "") -> Room:
         while True:
             room_id = self.entropy.room_id()
             if room_id not in self.rooms:
                 break
-        room = Room(room_id=room_id, stats_key=self.entropy.token())
+        room = Room(room_id=room_id, stats_key=self.entropy.token(), creator_ip=creator_ip)
         self.rooms[room_id] = room
+        self._count_room(creator_ip, 1)
         return room
 
     def new_participant(self, room: Room, name: str, *, is_host: bool) -> Participant:

@@ -43,7 +43,8 @@ def rtc_config_out(ctx: Ctx, p: Participant) -> Outgoing:
 
 
 def _bind(ctx: Ctx, room: Room, p: Participant, cursor: int) -> None:
-    ctx.actions.append(Bind(room.room_id, p.user_id, cursor, p.replay.counter))
+    ctx.bind(Bind(room.room_id, p.user_id, cursor, p.replay.counter,
+                  p.replay.events_after(cursor)), p)
     ctx.session.room_id = room.room_id
     ctx.session.user_id = p.user_id
     p.online = True
@@ -95,7 +96,10 @@ def _parse_create(ctx: Ctx, data: Any) -> str:
 @event("room/create", UNBOUND, _parse_create)
 def room_create(ctx: Ctx, name: str) -> None:
     hub = ctx.hub
-    room = hub.new_room()
+    blocked = ctx.session.blocked  # decided (and logged) by the client's node when clustered
+    if blocked if blocked is not None else hub.room_cap_reached(ctx.session.ip):
+        raise EventError("rate_limited", "too many open rooms from this address; close one")
+    room = hub.new_room(ctx.session.ip)
     host = hub.new_participant(room, name, is_host=True)
     ctx.room, ctx.sender = room, host
     from .actions import RoomOpened

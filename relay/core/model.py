@@ -50,6 +50,8 @@ class Participant:
 class Room:
     room_id: int
     stats_key: str
+    #: The client IP that created the room (the per-IP room cap of §2.1 counts it).
+    creator_ip: str = ""
     participants: dict[int, Participant] = field(default_factory=dict)
     next_user_id: int = 1
     next_message_id: int = 1

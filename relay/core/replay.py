@@ -65,6 +65,11 @@ class ReplayBuffer:
         i = self._head + seq - self.first_seq
         return self._outs[i], self._sizes[i]
 
+    def events_after(self, seq: int) -> list[Outgoing]:
+        """The events with seq > ``seq``, oldest first (all held, or the newest held)."""
+        start = self._head + max(0, seq + 1 - self.first_seq)
+        return self._outs[start:]
+
     def holds_after(self, last_seq: int) -> bool:
         """True when every event with seq > ``last_seq`` is still buffered."""
         return last_seq + 1 >= self.first_seq

@@ -27,6 +27,7 @@ from relay.core.outgoing import Outgoing
 
 from . import wsframe
 from .heartbeat import first_ping_delay
+from .ratelimit import RateLimiter
 from .wsread import BINARY, CLOSE, FAIL, PING, PONG, TEXT, FrameReader
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ MAX_BATCH_BYTES = 512 * 1024
 READ_SIZE = 65536
 CLOSE_WAIT = 2.0  # flushing closes (room closed) and waiting for the peer's close frame
 CLOSE_GRACE = 5.0  # longest a write may block once the connection is closing
+CONTROL_BATCH = 64  # control frames handled between two checkpoints of one reader
 
 # Close codes to the metric's disconnect reasons.
 CLOSE_REASONS = {
@@ -59,11 +61,12 @@ class WebSocketConnection:
     """
 
     __slots__ = (
-        "_accepting", "_close_sent", "_closing", "_control", "_fd", "_flush_deadline", "_frames",
-        "_nursery", "_pings", "_pre", "_queue", "_queue_bytes",
-        "_send_deadline", "_send_scope", "_writing", "close_code", "config", "cursor",
-        "endpoint", "hb_interval", "hb_slot", "hb_timeout", "ip", "participant", "peer_closed",
-        "ping_due", "pong_deadline", "replay_end", "server", "stream",
+        "_accepting", "_close_sent", "_closing", "_control", "_control_limiter", "_fd",
+        "_flush_deadline", "_frames", "_nursery", "_partial", "_pings", "_pinned", "_pong",
+        "_pre", "_queue", "_queue_bytes", "_send_deadline", "_send_scope", "_wire_dirty",
+        "_writing", "close_code", "config", "cursor", "endpoint", "hb_interval", "hb_slot",
+        "hb_timeout", "ip", "participant", "peer_closed", "ping_due", "pong_deadline",
+        "replay_end", "server", "stream",
     )
 
     def __init__(self, server: RelayServer, stream: trio.SocketStream, ip: str,
@@ -79,11 +82,16 @@ class WebSocketConnection:
         except (AttributeError, OSError):
             self._fd = -1
         self._nursery: trio.Nursery | None = None
-        # Outgoing order: control frames (pongs, pings, a partly written frame), ``_pre``
-        # (the reply frames of an attach), the replay range (cursor, replay_end] streamed
-        # from the participant's replay buffer, then ``_queue`` in enqueue order. Only
-        # ``_queue`` counts against the §2.3 bound.
+        # Outgoing order: the rest of a partly written frame, control frames (at most one
+        # pending pong, the heartbeat ping), ``_pre`` (the reply frames of an attach), the
+        # replay range (cursor, replay_end] streamed from ``_pinned``, then ``_queue`` in
+        # enqueue order. Only ``_queue`` counts against the §2.3 bound; the others are
+        # bounded by construction (one frame each, or the room state an attach pinned).
+        self._partial = b""
+        self._wire_dirty = False  # a send_all is under way: a frame may be half written
+        self._pong: bytes | None = None
         self._control: list[bytes] = []
+        self._control_limiter: RateLimiter | None = None  # created at the first control frame
         self._pre: list[bytes] = []
         self._queue = _NO_QUEUE  # replaced by a real deque on first use
         self._queue_bytes = 0
@@ -106,21 +114,34 @@ class WebSocketConnection:
         self.participant: Participant | None = None
         self.cursor = 0  # highest seq written (or skipped, on a fresh attach)
         self.replay_end = 0  # the replay streams seqs (cursor, replay_end]
+        self._pinned: list[Outgoing] = []  # their events: seq replay_end - len + 1 ... replay_end
 
     # -- lifetime -----------------------------------------------------------------
     async def run(self) -> None:
+        """Serve the connection until it ends; the failure boundary of one connection.
+
+        An unexpected exception anywhere in the connection's tasks (its reader, which also
+        runs the core for its events, or its writer) is logged once with its traceback and
+        ends this connection with 1011; nothing else is touched (§1.1 failure isolation).
+        Cancellation passes through untouched.
+        """
         try:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                try:
-                    self.on_open()
-                    await self._reader()
-                    if self._closing is not None and self._close_sent is not None:
-                        with trio.move_on_after(CLOSE_GRACE):
-                            await self._close_sent.wait()
-                    nursery.cancel_scope.cancel()
-                finally:
-                    self._nursery = None  # closed to new arrivals from here on
+            try:
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    try:
+                        self.on_open()
+                        await self._reader()
+                        if self._closing is not None and self._close_sent is not None:
+                            with trio.move_on_after(CLOSE_GRACE):
+                                await self._close_sent.wait()
+                        nursery.cancel_scope.cancel()
+                    finally:
+                        self._nursery = None  # closed to new arrivals from here on
+            except* Exception:
+                log.exception("connection failed (%s, %s); closing it with 1011",
+                              self.endpoint, self.ip)
+                await self._fail_close()
         finally:
             with trio.CancelScope(shield=True):
                 try:
@@ -142,6 +163,24 @@ class WebSocketConnection:
         self.close_code = 1000
         self.peer_closed = True
 
+    async def _fail_close(self) -> None:
+        """After a failure: a 1011 close frame if the wire is between frames, then the end."""
+        self._accepting = False
+        self.close_code = 1011
+        self.participant = None
+        self._queue.clear()
+        self._pre.clear()
+        self._control.clear()
+        if self._wire_dirty or self.peer_closed or self._fd < 0:
+            return  # a frame may be half written, or nobody listens: just drop TCP
+        data = self._partial + wsframe.close_frame(1011, "internal error")
+        with trio.move_on_after(0.5) as scope:
+            scope.shield = True
+            try:
+                await self.stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+
     def on_open(self) -> None:
         """Called once the connection runs (Socket.IO sends its open packet here)."""
 
@@ -161,6 +200,10 @@ class WebSocketConnection:
             # A short read emptied the socket: the next read would only fail with EAGAIN.
             drained = len(data) < READ_SIZE
             await self._feed(data)
+            if not drained:
+                # The next read will not wait (more is there): let other connections run
+                # first, so a peer that never stops sending cannot hold the loop (§2.1).
+                await trio.lowlevel.checkpoint()
 
     @property
     def reader_drained(self) -> bool:
@@ -199,6 +242,7 @@ class WebSocketConnection:
                 return b""
 
     async def _feed(self, data: bytes) -> None:
+        controls = 0
         for opcode, payload in self._frames.feed(data):
             if opcode == TEXT:
                 if self._closing is not None:
@@ -209,10 +253,15 @@ class WebSocketConnection:
                     await pending
                 # Let other connections run between messages of a busy one.
                 await trio.lowlevel.checkpoint()
-            elif opcode == PING:
-                self.send_control(wsframe.pong_frame(payload))
-            elif opcode == PONG:
-                self.pong_deadline = math.inf
+            elif opcode in (PING, PONG):
+                if self._control_allowed():
+                    if opcode == PING:
+                        self.send_pong(wsframe.pong_frame(payload))
+                    elif payload == str(self._pings).encode():  # answers our latest ping
+                        self.pong_deadline = math.inf
+                controls += 1
+                if controls % CONTROL_BATCH == 0:
+                    await trio.lowlevel.checkpoint()  # a stream of control frames yields too
             elif opcode == BINARY:
                 if self._closing is not None:
                     continue
@@ -230,6 +279,25 @@ class WebSocketConnection:
                 self.peer_closed = True
                 self.close(*payload)  # the reader's close code and reason
                 return
+
+    def _control_allowed(self) -> bool:
+        """Control frames take no message tokens (§2.2) but have a bucket of their own.
+
+        Without it a client could make the server answer pings as fast as it can send them.
+        A control frame beyond the budget is dropped unanswered; sustained, the connection
+        is closed with 4008 like any flood (protocol Appendix D).
+        """
+        limiter = self._control_limiter
+        now = trio.current_time()
+        if limiter is None:
+            cfg = self.config
+            limiter = self._control_limiter = RateLimiter(
+                cfg.rate_limit_rate, cfg.rate_limit_burst, cfg.rate_limit_close_after, now)
+        if limiter.take(now):
+            return True
+        if limiter.drop(now)[1]:
+            self.close(4008, "rate limited")
+        return False
 
     def handle_text(self, text: str) -> Awaitable[None] | None:
         """Handle one message; may return an awaitable (scale-out routing)."""
@@ -259,14 +327,21 @@ class WebSocketConnection:
         self._enqueue((out, seq), size)
 
     def send_control(self, frame: bytes) -> None:
-        """A ping, pong or framing-level frame: ahead of queued events."""
+        """A heartbeat ping: ahead of queued events (at most one is ever pending)."""
         if self._closing is None and not self._write_now(frame):
             self._control.append(frame)
             self._kick()
 
+    def send_pong(self, frame: bytes) -> None:
+        """A pong: ahead of queued events; a newer one replaces an unsent one (RFC 6455
+        §5.5.3 allows it), so a client that pings and never reads holds one frame here."""
+        if self._closing is None and not self._write_now(frame):
+            self._pong = frame
+            self._kick()
+
     def _can_write_now(self) -> bool:
-        return not (self._writing or self._control or self._pre or self._queue
-                    or self._fd < 0 or self._closing is not None)
+        return not (self._writing or self._partial or self._control or self._pong is not None
+                    or self._pre or self._queue or self._fd < 0 or self._closing is not None)
 
     def _write_now(self, frame: bytes) -> bool:
         """The fast path: write straight into the socket while nothing is pending.
@@ -288,7 +363,7 @@ class WebSocketConnection:
             return False  # let a writer task meet the error
         self.server.metrics.bytes_out(self.endpoint, n)
         if n < len(frame):
-            self._control.append(frame[n:])
+            self._partial = frame[n:]  # goes first, before anything else (even a close)
             self._kick()
         return True
 
@@ -303,10 +378,13 @@ class WebSocketConnection:
         self._queue_bytes += size
         self._kick()
 
-    def attach(self, participant: Participant, cursor: int, replay_end: int) -> None:
+    def attach(self, participant: Participant, cursor: int, replay_end: int,
+               pinned: list[Outgoing]) -> None:
+        """Bound to ``participant``: stream ``pinned`` (seqs cursor+1..replay_end) first."""
         self.participant = participant
         self.cursor = cursor
         self.replay_end = replay_end
+        self._pinned = pinned
         if cursor < replay_end:
             self._kick()
 
@@ -314,6 +392,7 @@ class WebSocketConnection:
         """Unbound again (room/leave): what is queued still goes out, the replay stops."""
         self.participant = None
         self.replay_end = self.cursor
+        self._pinned = []
 
     def _kick(self) -> None:
         """Make sure a writer task runs (it ends by itself once everything is out)."""
@@ -322,28 +401,34 @@ class WebSocketConnection:
             self._nursery.start_soon(self._writer)
 
     def _has_pending(self) -> bool:
-        return bool(self._control or self._pre or self._queue) or (
-            self.participant is not None and self.cursor < self.replay_end)
+        return bool(self._partial or self._control or self._pong is not None or self._pre
+                    or self._queue) or (self.participant is not None
+                                        and self.cursor < self.replay_end)
 
     def _next_batch(self) -> list[bytes]:
-        batch = self._control
-        self._control = []
+        batch = [self._partial] if self._partial else []
+        self._partial = b""
+        if self._control:
+            batch.extend(self._control)
+            self._control = []
+        if self._pong is not None:
+            batch.append(self._pong)
+            self._pong = None
         if self._pre:
             batch.extend(self._pre)
             self._pre = []
         size = 0
-        p = self.participant
         encode = self.encode_sequenced
-        while p is not None and self.cursor < self.replay_end and size < MAX_BATCH_BYTES:
+        pinned = self._pinned
+        while self.participant is not None and self.cursor < self.replay_end \
+                and size < MAX_BATCH_BYTES:
             seq = self.cursor + 1
-            if seq < p.replay.first_seq:
-                self.close(4002, "slow consumer")  # the replay fell behind eviction
-                return batch
-            out, _ = p.replay.get(seq)
-            frame = encode(out, seq)
+            frame = encode(pinned[len(pinned) - (self.replay_end - self.cursor)], seq)
             batch.append(frame)
             size += len(frame)
             self.cursor = seq
+        if self.cursor >= self.replay_end and pinned:
+            self._pinned = []  # streamed: release the events
         queue = self._queue
         while queue and size < MAX_BATCH_BYTES:
             item, item_size = queue.popleft()
@@ -368,7 +453,9 @@ class WebSocketConnection:
         """
         with trio.CancelScope(deadline=self._send_deadline) as scope:
             self._send_scope = scope
+            self._wire_dirty = True
             await self.stream.send_all(data)
+            self._wire_dirty = False
         self._send_scope = None
         return not scope.cancelled_caught
 
@@ -396,11 +483,14 @@ class WebSocketConnection:
             self._writing = False
 
     async def _send_close(self) -> None:
+        """The close frame, after the rest of a partly written frame (never inside one)."""
         assert self._closing is not None
         code, reason = self._closing
         if self.close_code != 1006:
             self._send_deadline = trio.current_time() + CLOSE_GRACE
-            await self._send(self.close_preamble(code) + wsframe.close_frame(code, reason))
+            data = self._partial + self.close_preamble(code) + wsframe.close_frame(code, reason)
+            self._partial = b""
+            await self._send(data)
         self._closed_out()
 
     def _closed_out(self) -> None:
@@ -436,8 +526,11 @@ class WebSocketConnection:
             self._flush_deadline = now
             self._queue.clear()
             self._pre.clear()
+            self._control.clear()
+            self._pong = None
             self._queue_bytes = 0
             self.participant = None
+            self._pinned = []
         # A write in progress (a peer that stopped reading) gets a bounded grace.
         self._send_deadline = max(self._flush_deadline, now + CLOSE_GRACE)
         if self._send_scope is not None:
@@ -453,7 +546,10 @@ class WebSocketConnection:
         self._queue.clear()
         self._pre.clear()
         self._control.clear()
+        self._pong = None
+        self._partial = b""
         self.participant = None
+        self._pinned = []
         self.peer_closed = True
         self._closed_out()
 

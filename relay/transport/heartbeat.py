@@ -12,9 +12,12 @@ out for the rest of their lives.
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 from typing import Protocol
+
+log = logging.getLogger("relay.transport")
 
 
 class Beating(Protocol):
@@ -24,6 +27,10 @@ class Beating(Protocol):
 
     def heartbeat(self, now: float) -> float:
         """Ping, time out or check deadlines; returns when to be called next (inf: never)."""
+        ...
+
+    def close(self, code: int, reason: str) -> None:
+        """Used when ``heartbeat`` failed unexpectedly (1011)."""
         ...
 
 
@@ -89,4 +96,11 @@ class HeartbeatWheel:
                 if due > now:
                     continue  # a later revolution
                 del slot[conn], self._due[conn]
-                self.add(conn, conn.heartbeat(now))
+                try:
+                    due = conn.heartbeat(now)
+                except Exception:
+                    # One connection's failure must not stop every connection's heartbeat.
+                    log.exception("a heartbeat failed; closing that connection with 1011")
+                    conn.close(1011, "internal error")
+                    continue
+                self.add(conn, due)

@@ -111,7 +111,10 @@ class ObserverConnection(WebSocketConnection):
                 if item.ref is not None:
                     self.send_ack(item.ref, EventError(item.code, item.message))
             elif isinstance(item, Raw):
-                self.send_control(item.payload)
+                # Framing answers (Engine.IO pongs with any payload a client chose, connect
+                # replies) go through the bounded queue: a client that sends them and never
+                # reads is a slow consumer (4002), not a memory leak.
+                self.push(item.payload)
             elif isinstance(item, Pong):
                 self.pong_deadline = math.inf
             elif isinstance(item, CloseRequest):
