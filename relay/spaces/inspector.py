@@ -19,11 +19,18 @@ PREVIEW_CHARS = 200
 
 
 def iso_timestamp(now: float) -> str:
-    """``YYYY-MM-DDTHH:MM:SS.mmmZ`` (UTC, milliseconds truncated) for wall time ``now``."""
+    """``YYYY-MM-DDTHH:MM:SS.mmmZ`` (UTC) for wall time ``now``.
+
+    Like ``datetime.fromtimestamp`` (and the observer stats' timestamps): the time is rounded
+    to the microsecond, then the milliseconds are truncated, so ``….12`` reads ``.120`` even
+    though the float is a hair below it.
+    """
     whole = math.floor(now)
-    millis = min(999, int((now - whole) * 1000))
+    micros = round((now - whole) * 1e6)
+    if micros >= 1_000_000:
+        whole, micros = whole + 1, micros - 1_000_000
     stamp = dt.datetime.fromtimestamp(whole, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{stamp}.{millis:03d}Z"
+    return f"{stamp}.{micros // 1000:03d}Z"
 
 
 def document(space: Space, now: float) -> dict[str, Any]:
