@@ -366,7 +366,6 @@ class Directory:
         del self._person[user.id]
         del self._names[user.folded]
         self._sessions[user.session] = None
-        self._pacer.forget(user.session)
         self._changed()
 
     def _rename(self, user: _User, name: str, folded: str) -> None:
@@ -392,7 +391,7 @@ class Directory:
         if everyone:
             recipients = tuple(u.session for u in self._users.values())
         else:
-            sessions = self._sessions
+            sessions = self._sessions  # defensive: a logout is a change, sent to everyone
             recipients = tuple(s for s in owed if sessions.get(s) is not None)
         if recipients:
             out.append(Emit(recipients, "contact", self.contact_payload()))

@@ -36,10 +36,6 @@ class ContactPacer:
         """This session needs a ``contact`` although the directory did not change."""
         self._owed[session] = None
 
-    def forget(self, session: str) -> None:
-        """The session logged out: it must not receive the owed ``contact``."""
-        self._owed.pop(session, None)
-
     @property
     def pending(self) -> bool:
         return self._everyone or bool(self._owed)
