@@ -184,7 +184,7 @@ def set_append(topic: Topic, change: dict[str, Any]) -> Prepared:
         raise _invalid("item is already in the set")
     old: list[Any] = topic.value
     return Prepared("append", "", {"item": item}, [*old, item],
-                    _grown(topic.size, not old, json_size(item)), keys=[*topic.keys, key])
+                    _grown(topic.size, not old, json_size(item)), key_added=(key,))
 
 
 def set_remove(topic: Topic, change: dict[str, Any]) -> Prepared:
@@ -196,8 +196,7 @@ def set_remove(topic: Topic, change: dict[str, Any]) -> Prepared:
     i = topic.keys.index(key)
     new = old[:i] + old[i + 1 :]
     return Prepared("remove", "", {"item": item}, new,
-                    _shrunk(topic.size, not new, json_size(old[i])),
-                    keys=topic.keys[:i] + topic.keys[i + 1 :])
+                    _shrunk(topic.size, not new, json_size(old[i])), key_removed=i)
 
 
 def list_set(topic: Topic, change: dict[str, Any]) -> Prepared:

@@ -44,7 +44,11 @@ class Prepared:
     size: int
     edit: Edit | None = None
     keys: list[Hashable] | None = None
-    """Set topics: canonical keys of the new value's items."""
+    """Set topics, ``set``: canonical keys of the new value's items."""
+    key_added: tuple[Hashable] | None = None
+    """Set topics, ``append``: the new item's key."""
+    key_removed: int | None = None
+    """Set topics, ``remove``: the index of the removed item."""
     _dicts: tuple[dict[str, Any], dict[str, Any]] | None = None
 
     def change_dicts(self, topic: Topic) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -127,6 +131,13 @@ class Topic:
         elif p.keys is not None:
             self.keys = p.keys
             self.keyset = set(p.keys)
+        elif p.key_added is not None:
+            # keys/keyset are private to the topic (never in a frame): edited in place,
+            # so an append to a large set costs no rehash of every item
+            self.keys.append(p.key_added[0])
+            self.keyset.add(p.key_added[0])
+        elif p.key_removed is not None:
+            self.keyset.discard(self.keys.pop(p.key_removed))
 
     def server_set(self, text: str, entropy: Entropy) -> Prepared:
         """A server-made ``set`` of a special (string) topic, applied at once."""
