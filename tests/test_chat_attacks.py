@@ -56,14 +56,15 @@ class World:
 
     def valid(self, event: str) -> dict[str, Any]:
         """A payload that would succeed for A (so that breaking one field is the only fault)."""
-        return {
+        payloads: dict[str, dict[str, Any]] = {
             "login": {"username": "Alpha"},
             "message": {"sender": self.a, "receiver": self.b, "message": "hi"},
             "create_group": {"sender": self.a, "member": {self.cc: "C"}},
             "join_group": {"groupid": self.gid, "sender": self.a},
             "leave_group": {"groupid": self.gid, "sender": self.a},
             "logout": {"sender": self.a},
-        }[event]
+        }
+        return payloads[event]
 
 
 FIELDS = [

@@ -452,3 +452,36 @@ def test_counters_and_queries() -> None:
     assert (d.user_count, d.group_count, d.next_deadline(), d.user_id("x")) == (0, 0, None, None)
     d.handle("s", "login", {"username": "n"}, now=1.0, entropy=e)
     assert d.user_count == 1 and d.user_id("s") is not None
+
+
+def test_replaying_the_same_commands_with_the_same_seeds_rebuilds_the_same_directory() -> None:
+    def script(d: Directory, seed: bytes) -> list[object]:
+        out: list[object] = []
+        t = 0.0
+        for i in range(8):
+            t += 0.04
+            out += d.handle(
+                f"s{i}",
+                "login",
+                {"username": f"u{i}"},
+                now=t,
+                entropy=SeededEntropy(seed + bytes([i])),
+            )
+        a, b, c = (d.user_id(f"s{i}") for i in range(3))
+        out += d.handle(
+            "s0",
+            "create_group",
+            {"sender": a, "member": {b: "", c: ""}},
+            now=t,
+            entropy=SeededEntropy(seed),
+        )
+        out += d.disconnect("s1", now=t + 0.01, entropy=SeededEntropy(seed))
+        out += d.tick(t + 1)
+        return out
+
+    first, second, other = Directory(), Directory(), Directory()
+    assert script(first, b"seed") == script(second, b"seed")
+    assert first.snapshot() == second.snapshot()
+    script(other, b"other")
+    assert other.snapshot()["users"] != first.snapshot()["users"]
+    assert other.snapshot()["used_group_ids"] != first.snapshot()["used_group_ids"]

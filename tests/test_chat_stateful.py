@@ -198,7 +198,8 @@ class ChatMachine(RuleBasedStateMachine):
     )
     def join_or_leave(self, session: str, data: st.DataObject, event: str) -> None:
         sender = self._pick(data, session, own_first=True)
-        if self.gids and data.draw(st.booleans()):
+        use_known = data.draw(st.booleans())
+        if self.gids and use_known:
             gid = data.draw(st.sampled_from(self.gids))
         else:
             gid = self._pick(data, session)

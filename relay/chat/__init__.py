@@ -68,7 +68,13 @@ Decisions where §9.10 is silent (each has a test in ``tests/test_chat_*.py``):
     due). Each session thus gets at most one ``contact`` per 100 ms and every change is
     announced at most 100 ms after it happened. A ``now`` earlier than the last ``contact``
     (the wall clock stepped back) ends the window at once.
-18. **Messages and events never wait** for the pacer; only ``contact`` is paced.
+18. **Messages and events never wait** for the pacer; only ``contact`` is paced. A failed
+    event never carries a due ``contact`` (it sends nothing but its ``error``, §0.1); a
+    successful one, even one that changes nothing (a ``message``, a repeated join), may
+    carry it after its own frames.
+19. **Replication.** Users, groups and ids depend only on the ``handle``/``disconnect``
+    commands and their entropy, never on ``now`` or ``tick``; only the pacing does. A
+    failed command draws no entropy and changes nothing, so it need not be logged.
 """
 
 from .actions import (
