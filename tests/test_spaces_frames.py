@@ -6,6 +6,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from relay.spaces import Counted, Deliver, SeededEntropy, Space
 from relay.spaces.frames import ServerFrame
@@ -203,3 +205,33 @@ def test_unknown_client_ids_are_ignored() -> None:
     assert space.receive(5, "{}", now=0, entropy=e) == []
     assert space.disconnect(5, now=0, entropy=e) == []
     assert space.binary(5) == []
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False,
+                                                          allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8)
+CLIENT_TYPES = ["subscribe", "unsubscribe", "update", "register_service",
+                "unregister_service", "request", "response", "nope"]
+KEYS = ["topic_name", "type", "change", "service_name", "request_id", "args", "timeout",
+        "response", "error"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2), st.sampled_from(CLIENT_TYPES),
+                          st.dictionaries(st.sampled_from(KEYS), json_values | st.sampled_from(
+                              ["t", "s", "int", "string", {"type": "set", "value": 1}]),
+                              max_size=5)), max_size=25))
+def test_random_frames_never_raise(frames: list[tuple[int, str, dict[str, Any]]]) -> None:
+    h = Harness()
+    clients = [h.connect("seed"), h.connect("full"), h.connect("seed")]
+    for i, type_, body in frames:
+        got = h.send(clients[i], type_, body)
+        for frame in got.get(clients[i], []):
+            if frame["type"] == "error":
+                err = frame.get("args") or frame["content"]
+                assert {"code", "message", "message_type"} <= set(err)
+                assert set(err) <= {"code", "message", "message_type", "topic_name",
+                                    "service_name", "request_id"}
+    h.advance(100)

@@ -337,3 +337,10 @@ def test_unregistered_service_requests_stay_answerable() -> None:
     rid = t.forwarded(t.request(t.s))
     t.h.send(t.p, "unregister_service", {"service_name": "sum"})
     assert t.respond(rid, response=2)[t.s][0]["args"]["response"] == 2
+
+
+def test_null_optional_fields_count_as_absent() -> None:
+    t = Setup()
+    got = t.request(t.f, args=None, timeout=None)
+    assert body(got[t.p][0], "request")["args"] == {}
+    assert t.h.space.next_deadline() == pytest.approx(t.h.now + 15)
