@@ -235,3 +235,14 @@ def test_random_frames_never_raise(frames: list[tuple[int, str, dict[str, Any]]]
                 assert set(err) <= {"code", "message", "message_type", "topic_name",
                                     "service_name", "request_id"}
     h.advance(100)
+
+
+def test_messages_in_are_counted_by_type() -> None:
+    h = Harness()
+    a = h.connect()
+    h.send(a, "subscribe", {"topic_name": "t", "type": "int"})
+    h.send(a, "nope", {})
+    h.send_text(a, "junk")
+    h.run(h.space.binary(a))
+    assert h.counts[("observer_messages_in_total", "subscribe")] == 1
+    assert h.counts[("observer_messages_in_total", "unknown")] == 3

@@ -62,7 +62,14 @@ Appendix D):
 
 from __future__ import annotations
 
-from .actions import ERRORS_TOTAL, SERVICE_REQUESTS_TOTAL, Action, Counted, Deliver
+from .actions import (
+    ERRORS_TOTAL,
+    MESSAGES_IN_TOTAL,
+    SERVICE_REQUESTS_TOTAL,
+    Action,
+    Counted,
+    Deliver,
+)
 from .entropy import Entropy, SeededEntropy, SystemEntropy, uuid4
 from .frames import SHAPES, ServerFrame, Shape, render
 from .names import check_space_key, is_valid_space_name, space_from_query, space_key
@@ -71,6 +78,7 @@ from .space import Space
 
 __all__ = [
     "ERRORS_TOTAL",
+    "MESSAGES_IN_TOTAL",
     "SERVICE_REQUESTS_TOTAL",
     "SHAPES",
     "Action",

@@ -27,8 +27,10 @@ class Deliver:
 class Counted:
     """Increment counter ``metric`` with label value ``label`` by one.
 
-    ``observer_errors_total`` (label: the code of an ``error`` or ``reject_update``) and
-    ``observer_service_requests_total`` (label: ``ok`` or the failure code of a request).
+    ``observer_errors_total`` (label: the code of an ``error`` or ``reject_update``),
+    ``observer_service_requests_total`` (label: ``ok``, the failure code of a request, or
+    ``cancelled``) and ``observer_messages_in_total`` (label: the client frame's ``type``
+    when it is one of the seven, else ``unknown``; the shell adds ``endpoint="chatroom"``).
     """
 
     metric: str
@@ -39,3 +41,4 @@ Action = Deliver | Counted
 
 ERRORS_TOTAL = "observer_errors_total"
 SERVICE_REQUESTS_TOTAL = "observer_service_requests_total"
+MESSAGES_IN_TOTAL = "observer_messages_in_total"

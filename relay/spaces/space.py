@@ -18,7 +18,14 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from . import frames
-from .actions import ERRORS_TOTAL, SERVICE_REQUESTS_TOTAL, Action, Counted, Deliver
+from .actions import (
+    ERRORS_TOTAL,
+    MESSAGES_IN_TOTAL,
+    SERVICE_REQUESTS_TOTAL,
+    Action,
+    Counted,
+    Deliver,
+)
 from .entropy import Entropy
 from .frames import ServerFrame, Shape
 from .names import SERVER_STATUS, client_message_topic
@@ -96,9 +103,11 @@ class Space:
         self._expire(turn)
         parsed = parse(text, self.settings.max_nesting)
         if isinstance(parsed, FrameError):
+            turn.count(MESSAGES_IN_TOTAL, "unknown")
             self._error_frame(turn, client_id, parsed.code, parsed.message, parsed.message_type,
                               parsed.echoes)
         else:
+            turn.count(MESSAGES_IN_TOTAL, parsed.type)
             _HANDLERS[parsed.type](self, turn, client, parsed.body)
         return turn.actions
 
@@ -106,6 +115,7 @@ class Space:
         """A binary message: ``bad_frame`` (§9.2)."""
         turn = Turn(0.0, None)
         if client_id in self.clients:
+            turn.count(MESSAGES_IN_TOTAL, "unknown")
             self._error_frame(turn, client_id, "bad_frame", "binary messages are not frames",
                               None, None)
         return turn.actions
