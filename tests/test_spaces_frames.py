@@ -246,3 +246,10 @@ def test_messages_in_are_counted_by_type() -> None:
     h.run(h.space.binary(a))
     assert h.counts[("observer_messages_in_total", "subscribe")] == 1
     assert h.counts[("observer_messages_in_total", "unknown")] == 3
+
+
+def test_every_client_type_has_a_handler() -> None:
+    from relay.spaces.parsing import CLIENT_TYPES
+    from relay.spaces.space import _HANDLERS
+
+    assert set(_HANDLERS) == CLIENT_TYPES

@@ -8,21 +8,22 @@ answers, the timeout passes, or either side's connection ends. Every request wit
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import frames
 from .actions import SERVICE_REQUESTS_TOTAL
 from .entropy import uuid4
 from .names import is_special, is_validator_name, service_name_problem
-from .space import Space, handler
 from .state import Client, Pending, RequestId, Turn, jsonable_id
 from .topic_events import resolve_validation
 from .values import is_number, json_size
 
+if TYPE_CHECKING:
+    from .space import Space
+
 _NAME_RULE = "service_name must be 1-256 printable characters"
 
 
-@handler("register_service")
 def register_service(space: Space, turn: Turn, client: Client, body: dict[str, Any]) -> None:
     settings = space.settings
     name = body.get("service_name")
@@ -52,7 +53,6 @@ def register_service(space: Space, turn: Turn, client: Client, body: dict[str, A
     space.status(turn, f"service {name} registered by client {client.id}")
 
 
-@handler("unregister_service")
 def unregister_service(space: Space, turn: Turn, client: Client,
                        body: dict[str, Any]) -> None:
     name = body.get("service_name")
@@ -104,7 +104,6 @@ def _immediate_failure(space: Space, client: Client,
     return None
 
 
-@handler("request")
 def request(space: Space, turn: Turn, client: Client, body: dict[str, Any]) -> None:
     request_id = jsonable_id(body.get("request_id"))
     if request_id is None or request_id in client.requests:
@@ -132,7 +131,6 @@ def request(space: Space, turn: Turn, client: Client, body: dict[str, Any]) -> N
     turn.send((provider,), frames.provider_request(service, args, rid, client.id))
 
 
-@handler("response")
 def response(space: Space, turn: Turn, client: Client, body: dict[str, Any]) -> None:
     settings = space.settings
     rid = body.get("request_id")

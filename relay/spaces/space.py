@@ -14,7 +14,8 @@ shell calls :meth:`Space.tick`: a response that arrives after its request's dead
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any, Final
 
 from . import frames
@@ -35,17 +36,6 @@ from .state import Client, Pending, RequestId, Turn
 from .topics import Prepared, Topic
 
 Handler = Callable[["Space", Turn, Client, dict[str, Any]], None]
-_HANDLERS: Final[dict[str, Handler]] = {}
-
-
-def handler(name: str) -> Callable[[Handler], Handler]:
-    """Register the handler of client frame type ``name`` (used by the event modules)."""
-
-    def register(fn: Handler) -> Handler:
-        _HANDLERS[name] = fn
-        return fn
-
-    return register
 
 
 class Space:
@@ -287,5 +277,16 @@ class Space:
             self.note(turn, pending.provider, f"request {rid} to {pending.service} timed out")
 
 
-# The event modules register their handlers with @handler; they import this module.
+# The handlers live in two modules that need the Space type, hence the import at the end.
 from . import service_events, topic_events  # noqa: E402
+
+_HANDLERS: Final[Mapping[str, Handler]] = MappingProxyType({
+    "subscribe": topic_events.subscribe,
+    "unsubscribe": topic_events.unsubscribe,
+    "update": topic_events.update,
+    "register_service": service_events.register_service,
+    "unregister_service": service_events.unregister_service,
+    "request": service_events.request,
+    "response": service_events.response,
+})
+"""Client frame type → handler: exactly the client types of §9.2 (``parsing``)."""

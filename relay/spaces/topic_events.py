@@ -7,19 +7,20 @@ value as it is then. Other topics are not held up.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import frames
 from .actions import ERRORS_TOTAL
 from .changes import prepare
 from .entropy import uuid4
 from .names import SERVER_STATUS, client_message_topic, is_special, name_problem, validator_service
-from .space import Space, handler
 from .state import Client, Pending, Turn
 from .topics import TOPIC_TYPES, Refused, Topic, Waiting
 
+if TYPE_CHECKING:
+    from .space import Space
 
-@handler("subscribe")
+
 def subscribe(space: Space, turn: Turn, client: Client, body: dict[str, Any]) -> None:
     name = body.get("topic_name")
     problem = name_problem(name, space.settings.max_name_chars)
@@ -71,7 +72,6 @@ def subscribe(space: Space, turn: Turn, client: Client, body: dict[str, Any]) ->
         space.status(turn, f"topic {name} created by client {client.id}")
 
 
-@handler("unsubscribe")
 def unsubscribe(space: Space, turn: Turn, client: Client, body: dict[str, Any]) -> None:
     name = body.get("topic_name")
     problem = name_problem(name, space.settings.max_name_chars)
@@ -91,7 +91,6 @@ def unsubscribe(space: Space, turn: Turn, client: Client, body: dict[str, Any]) 
     space.version += 1
 
 
-@handler("update")
 def update(space: Space, turn: Turn, client: Client, body: dict[str, Any]) -> None:
     name = body.get("topic_name")
     change = body.get("change")
