@@ -58,6 +58,13 @@ Appendix D):
     due, so a late answer is ``unknown_request`` however promptly the shell ticks.
 17. **Unknown client ids** passed to ``receive``/``disconnect`` (a shell race after a
     disconnect) are ignored: the call returns no actions.
+18. **``message_type``** echoes the client's ``type`` whenever it is a string, even an empty
+    one or one over 64 characters (both ``bad_frame``), as §9.2 says.
+19. **Rate-limited messages** are dropped unprocessed (§2.2): a malformed message arriving
+    without a token gets no frame error, only the (at most once per second) ``rate_limited``
+    error, whose ``message_type`` is read from the message when it is JSON.
+20. **Dict changes** keep key order: ``change_value`` keeps the key's place, ``add`` appends
+    (the compact JSON, and thus ``preview``, follows insertion order).
 """
 
 from __future__ import annotations
