@@ -531,3 +531,13 @@ def test_stored_values_are_never_mutated() -> None:
                                                        "position": 0}})
     got = h.run(actions)  # rendered after the insert
     assert full_update(got[b][0])[0]["value"] == []
+
+
+def test_dict_key_order() -> None:
+    p = Pair("dict")
+    p.applied({"type": "set", "value": {"a": 1, "b": 2}}, "set")
+    p.applied({"type": "change_value", "key": "a", "value": 3}, "change_value")
+    p.applied({"type": "add", "key": "c", "value": 4}, "add_dict")
+    p.applied({"type": "pop", "key": "b"}, "pop_dict")
+    p.applied({"type": "add", "key": "b", "value": 5}, "add_dict")
+    assert p.h.space.inspect(0)["topics"][-1]["preview"] == '{"a":3,"c":4,"b":5}'

@@ -245,3 +245,12 @@ def test_validator_for_a_topic_that_does_not_exist_yet() -> None:
     h.send(a, "subscribe", {"topic_name": "later", "type": "generic"})
     got = h.send(a, "update", {"topic_name": "later", "change": {"type": "set", "value": 1}})
     assert list(got) == [v] and got[v][0]["type"] == "request"
+
+
+def test_validator_answer_over_the_limit_keeps_the_validation_pending() -> None:
+    t = Setup(settings=SpaceSettings(max_response_bytes=50))
+    rid, _ = t.asked(t.update({"type": "add", "value": 1, "id": "c1"}))
+    got = t.answer(rid, response={"valid": True, "pad": "x" * 60})
+    assert body(got[t.v][0], "error")["code"] == "too_large" and list(got) == [t.v]
+    got = t.answer(rid, response={"valid": True})
+    assert t.topic.value == 1 and set(got) == {t.s, t.f}
