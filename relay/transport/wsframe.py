@@ -30,6 +30,11 @@ def text_frame(payload: bytes) -> bytes:
     return _frame(0x1, payload)
 
 
+def binary_frame(payload: bytes) -> bytes:
+    """No endpoint sends binary messages; the conformance echo server does."""
+    return _frame(0x2, payload)
+
+
 def close_frame(code: int, reason: str) -> bytes:
     return _frame(0x8, struct.pack("!H", code) + reason.encode("utf-8")[:120])
 
