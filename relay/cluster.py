@@ -38,10 +38,11 @@ from relay.codecs.base import Ref
 from relay.codecs.plain import PlainCodec
 from relay.core.context import Session
 from relay.core.errors import EventError
+from relay.core.events import EVENT_TABLE
 from relay.core.ids import SeededEntropy
 from relay.core.model import Participant
 from relay.core.outgoing import Outgoing, encode_json
-from relay.core.registry import EVENTS, UNBOUND
+from relay.core.registry import UNBOUND
 from relay.core.stats import room_stats
 from relay.core.steps_import import ImportFailure
 from relay.handoff import Handoff
@@ -113,30 +114,6 @@ class Owned:
 
     since_snapshot: int = 0
     last_id: str = "0"
-
-
-class _Deterministic:
-    """Context: the hub draws from ``SeededEntropy(seed)`` and reads the clock as ``now``.
-
-    A plain class rather than ``@contextmanager``: it wraps every clustered command.
-    """
-
-    __slots__ = ("hub", "now", "saved", "seed")
-
-    def __init__(self, hub: Any, seed: bytes, now: float) -> None:
-        self.hub, self.seed, self.now = hub, seed, now
-
-    def __enter__(self) -> None:
-        hub = self.hub
-        self.saved = (hub.entropy, hub.wall, hub.monotonic)
-        hub.entropy = SeededEntropy(self.seed)
-        hub.wall = hub.monotonic = self._clock
-
-    def _clock(self) -> float:
-        return self.now
-
-    def __exit__(self, *_: object) -> None:
-        self.hub.entropy, self.hub.wall, self.hub.monotonic = self.saved
 
 
 class RemoteConn:
@@ -332,24 +309,24 @@ class Cluster:
         self._next_id += 1
         return self._next_id
 
-    def _deterministic(self, seed: bytes, now: float) -> _Deterministic:
-        """Make the core deterministic for one command, so the log replays it exactly."""
-        return _Deterministic(self.hub, seed, now)
+    def now(self) -> float:
+        """A command's time: wall-clock seconds (logged, so every node replays it the same)."""
+        return self.server.now()
 
     # -- dispatch (any node) ----------------------------------------------------------
     async def dispatch(self, conn: ObserverConnection, event: str, data: Any,
                        ref: Ref | None) -> None:
         """Route one client event to the room's owner (maybe us) and wait for it."""
         session = conn.session
-        spec = EVENTS.get(event)
+        spec = EVENT_TABLE.get(event)
         room_id: int | None = session.room_id
         if room_id is None and spec is not None and spec.role == UNBOUND and event in REATTACH:
             candidate = data.get("room_id") if isinstance(data, dict) else None
             room_id = candidate if type(candidate) is int else None
         if event in REATTACH and not session.bound:
-            session.blocked = self.hub.join_blocked(session.ip)
+            session.blocked = self.hub.join_blocked(session.ip, self.server.now())
         if event == "room/create" and not session.bound:
-            session.blocked = self.hub.room_cap_reached(session.ip)  # logged with the command
+            session.blocked = self.hub.state.room_cap_reached(session.ip)  # logged with the command
             try:
                 await self._create(conn, data, ref)
             finally:
@@ -377,7 +354,7 @@ class Cluster:
                 else:
                     error = await self._run_waiting(room_id, conn, event, data, ref)
                     if event in REATTACH and error in COUNTED:
-                        self.hub.count_join_failure(session.ip)
+                        self.hub.count_join_failure(session.ip, self.server.now())
             elif (event in REATTACH and not session.bound and self.handoff is not None
                   and await self.handoff.give(owner, conn, event, data, ref)):
                 break  # the owner runs on this host and serves the connection from now on
@@ -446,12 +423,12 @@ class Cluster:
                     break
             await self.bp.claim_room(room_key(room_id), LEASE_MS)
             owned = self.owned[room_id] = Owned()
-            now = time.time()
+            now = self.now()
 
             def apply(stream_id: str) -> None:
                 owned.last_id = stream_id
-                with self._deterministic(seed, now):
-                    self.server.handle_event(conn, "room/create", data, ref)
+                self.server.handle_event(conn, "room/create", data, ref, now=now,
+                                         entropy=SeededEntropy(seed))
 
             try:
                 await self.commits.commit(
@@ -489,15 +466,15 @@ class Cluster:
             # Our lease may have lapsed (cut off from Redis): never commit then.
             result(self._refuse(conn, event, ref, "the room is moving; try again"))
             return
-        seed, now = self._seeds.take(), time.time()
+        seed, now = self._seeds.take(), self.now()
 
         def done(stream_id: str) -> None:
             if self.owned.get(room_id) is not owned:  # lost meanwhile: the new owner replays it
                 result(self._refuse(conn, event, ref, "the room moved; try again"))
                 return
             owned.last_id = stream_id
-            with self._deterministic(seed, now):
-                error = self.server.handle_event(conn, event, data, ref)
+            error = self.server.handle_event(conn, event, data, ref, now=now,
+                                             entropy=SeededEntropy(seed))
             self._after_command(room_id, owned)
             result(error)
 
@@ -533,14 +510,14 @@ class Cluster:
         owned = self.owned.get(room_id)
         if owned is None:
             return
-        now = time.time()
+        now = self.now()
 
         def done(stream_id: str) -> None:
             if self.owned.get(room_id) is not owned:
                 return
             owned.last_id = stream_id
-            with self._deterministic(b"", now):
-                self.server.apply(self.hub.disconnect(session), None)
+            self.server.apply(self.hub.disconnect(session, now=now,
+                                                  entropy=SeededEntropy(b"")), None)
             self._after_command(room_id, owned)
 
         await self.commits.submit(room_key(room_id),
@@ -552,16 +529,16 @@ class Cluster:
         owned = self.owned.get(room_id)
         if owned is None:
             return None
-        now = time.time()
+        now = self.now()
         payload = result.message if isinstance(result, ImportFailure) else result
 
         def apply(stream_id: str) -> Any:
             if self.owned.get(room_id) is not owned:
                 return None  # moved meanwhile: the new owner replays the entry
             owned.last_id = stream_id
-            with self._deterministic(b"", now):
-                outcome = self.hub.import_done(room_id, result)
-                self.server.apply(outcome.actions, None)
+            outcome = self.hub.import_done(room_id, result, now=now,
+                                           entropy=SeededEntropy(b""))
+            self.server.apply(outcome.actions, None)
             self._after_command(room_id, owned)
             return outcome
 
@@ -719,26 +696,26 @@ class Cluster:
     async def _rebuild(self, room_id: int) -> None:
         """Rebuild a room from its snapshot and log, then mark everyone offline."""
         key = room_key(room_id)
-        self.hub.drop_room(room_id)
+        self.hub.state.drop_room(room_id)
         snap = await self.bp.load_snapshot(key)
         after = None
         if snap is not None:
             blob, after = snap
-            self.hub.adopt_room(pickle.loads(blob))
+            self.hub.state.adopt_room(pickle.loads(blob))
         entries = await self.bp.read_log(key, after)
         for _, raw in entries:
             entry = _decode(raw)
             session = Session(ip=entry["ip"], room_id=entry["r"], user_id=entry["u"],
                               blocked=entry["b"])
-            with self._deterministic(entry["s"], entry["t"]):
-                if entry["k"] == "cmd":
-                    self.hub.handle(session, entry["e"], entry["d"])
-                elif entry["k"] == "disc":
-                    self.hub.disconnect(session)
-                elif entry["k"] == "imp":
-                    value = entry["d"]
-                    self.hub.import_done(room_id, ImportFailure(value["v"]) if value["fail"]
-                                         else value["v"])
+            now, entropy = entry["t"], SeededEntropy(entry["s"])
+            if entry["k"] == "cmd":
+                self.hub.handle(session, entry["e"], entry["d"], now=now, entropy=entropy)
+            elif entry["k"] == "disc":
+                self.hub.disconnect(session, now=now, entropy=entropy)
+            elif entry["k"] == "imp":
+                value = entry["d"]
+                self.hub.import_done(room_id, ImportFailure(value["v"]) if value["fail"]
+                                     else value["v"], now=now, entropy=entropy)
         self.owned[room_id] = Owned(last_id=entries[-1][0] if entries else after or "0")
         room = self.hub.rooms.get(room_id)
         if room is None:
@@ -756,7 +733,7 @@ class Cluster:
         """Another node owns the room now (we were cut off): drop our copy."""
         room_id = int(key)
         self.owned.pop(room_id, None)
-        room = self.hub.drop_room(room_id)
+        room = self.hub.state.drop_room(room_id)
         if room is None:
             return
         for uid in list(room.participants):
@@ -807,7 +784,7 @@ class Cluster:
                     s.room_id, s.user_id = room_id, user_id
                     conn.remote_owner = owner if room_id is not None else None
                     if event in REATTACH and error in COUNTED:
-                        self.hub.count_join_failure(s.ip)
+                        self.hub.count_join_failure(s.ip, self.server.now())
                     return True
                 if not await self.bp.is_alive(owner):
                     break

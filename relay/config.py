@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from relay.core.hub import CoreSettings
+from relay.core.settings import CoreSettings
 
 
 class ConfigError(ValueError):

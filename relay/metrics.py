@@ -15,7 +15,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from relay.core.registry import EVENTS
+from relay.core.events import EVENT_TABLE
 
 ENDPOINTS = ("observer", "socketio", "ws")
 WS_TYPES = frozenset({
@@ -46,7 +46,7 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
 
 def event_label(event: str) -> str:
     """A documented event name or ``/ws`` type, else ``unknown`` (bounded label set)."""
-    if event in EVENTS or event in SERVER_EVENTS or event in WS_TYPES:
+    if event in EVENT_TABLE or event in SERVER_EVENTS or event in WS_TYPES:
         return event
     return "unknown"
 

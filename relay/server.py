@@ -46,6 +46,7 @@ from relay.core.actions import (
 )
 from relay.core.context import Session
 from relay.core.hub import Hub
+from relay.core.ids import Entropy, SecureEntropy
 from relay.core.notion_fetch import fetch_notion_tasks
 from relay.core.steps_import import ImportFailure
 from relay.metrics import Metrics
@@ -94,9 +95,10 @@ class RelayServer:
         self.config = config
         self.metrics = Metrics(self._gauges)
         clustered = config.backplane_url.startswith("redis://")
-        # Clustered rooms keep wall-clock times: they are logged and replayed on other nodes.
-        self.hub = Hub(config.core_settings(),
-                       monotonic=time.time if clustered else trio.current_time)
+        self.hub = Hub(config.core_settings())
+        self.entropy = SecureEntropy()
+        # The core's clock: wall-clock seconds that never jump (Trio's clock, offset once).
+        self._epoch = time.time() - trio.current_time()
         self.cluster: Cluster | None = Cluster(self) if clustered else None
         self.stats: StatsSource = (ClusterStats(self.cluster) if self.cluster is not None
                                    else LocalStats(self))
@@ -119,6 +121,10 @@ class RelayServer:
         self._connections_nursery: trio.Nursery | None = None
         self._rooms_nursery: trio.Nursery | None = None
         self._root: trio.Nursery | None = None
+
+    def now(self) -> float:
+        """Wall-clock seconds for the core, monotonic (an NTP step cannot expire rooms)."""
+        return trio.current_time() + self._epoch
 
     # -- running ----------------------------------------------------------------------
     async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -170,9 +176,7 @@ class RelayServer:
         while True:
             await trio.sleep(0.25)
             try:
-                if self.cluster is not None:
-                    self.hub.monotonic = time.time  # (a command may have left its clock)
-                actions = self.hub.expire_idle()
+                actions = self.hub.expire(self.now())
                 if actions:
                     self.apply(actions, None)
             except Exception:
@@ -322,12 +326,16 @@ class RelayServer:
                            cfg.rate_limit_close_after, trio.current_time())
 
     # -- observer events ------------------------------------------------------------------
-    def handle_event(self, conn: Any, event: str, data: Any, ref: Ref | None) -> str | None:
+    def handle_event(self, conn: Any, event: str, data: Any, ref: Ref | None, *,
+                     now: float | None = None, entropy: Entropy | None = None) -> str | None:
         """Apply one event of ``conn`` (a connection, or a cluster stand-in for one).
 
+        ``now`` and ``entropy`` are the command's own when it replays a log entry.
         Returns the error code when the event failed.
         """
-        outcome = self.hub.handle(conn.session, event, data)
+        outcome = self.hub.handle(conn.session, event, data,
+                                  now=self.now() if now is None else now,
+                                  entropy=self.entropy if entropy is None else entropy)
         self.apply(outcome.actions, conn, event=event, ref=ref)
         if outcome.error is not None:
             err = outcome.error
@@ -444,7 +452,7 @@ class RelayServer:
                                        user_id=session.user_id))
             session.room_id = session.user_id = None
             return
-        self.apply(self.hub.disconnect(session), None)
+        self.apply(self.hub.disconnect(session, now=self.now(), entropy=self.entropy), None)
 
     # -- rooms ---------------------------------------------------------------------------
     def rooms_opened(self, room_id: int) -> None:
@@ -503,7 +511,8 @@ class RelayServer:
             if outcome is None:
                 return
         else:
-            outcome = self.hub.import_done(room_id, result)
+            outcome = self.hub.import_done(room_id, result, now=self.now(),
+                                           entropy=self.entropy)
             self.apply(outcome.actions, None)
         if conn is None:
             return

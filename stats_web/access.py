@@ -52,15 +52,15 @@ async def find_room(server: RelayServer, raw_id: str, key: str | None, ip: str) 
     Both answers tell a guesser something (which room ids exist), so both count as failed
     joins of the client IP (§4.3), and at the limit the answer is 429 without a lookup.
     """
-    hub = server.hub
-    if hub.join_blocked(ip):
+    hub, now = server.hub, server.now()
+    if hub.join_blocked(ip, now):
         return Lookup(None, Denied.RATE_LIMITED)
     room_id = parse_room_id(raw_id)
     room = await server.stats.get(room_id) if room_id is not None else None
     if room is None:
-        hub.count_join_failure(ip)
+        hub.count_join_failure(ip, now)
         return Lookup(None, Denied.NOT_FOUND)
     if not server.config.public_stats and not key_matches(key, room.stats_key):
-        hub.count_join_failure(ip)
+        hub.count_join_failure(ip, now)
         return Lookup(None, Denied.FORBIDDEN)
     return Lookup(room, None)

@@ -8,37 +8,37 @@ import pytest
 
 from relay.core.actions import Counted, Reply, Send, StartImport, StatsChanged
 from relay.core.context import Session
-from relay.core.hub import CoreSettings, Hub, Outcome
+from relay.core.hub import Hub, Outcome
+from relay.core.ids import SecureEntropy
 from relay.core.model import Room
+from relay.core.settings import CoreSettings
 from relay.core.steps_import import ImportFailure
 
 WALL = 1741079702.1205  # 2025-03-04T09:15:02.120Z
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class World:
     """A hub with one room: host session plus student sessions."""
 
     def __init__(self, *names: str) -> None:
-        self.hub = Hub(CoreSettings(), monotonic=Clock(), wall=lambda: WALL)
+        self.hub = Hub(CoreSettings())
+        #: The time and entropy every command gets (the core reads neither by itself).
+        self.now = WALL
+        self.entropy = SecureEntropy()
         self.host = Session(ip="10.0.0.1")
-        out = self.hub.handle(self.host, "room/create", {"name": "Teacher"})
+        out = self.handle(self.host, "room/create", {"name": "Teacher"})
         assert out.error is None
         assert self.host.room_id is not None
         self.room_id: int = self.host.room_id
         self.students: list[Session] = []
         for name in names:
             session = Session(ip="10.0.0.2")
-            out = self.hub.handle(session, "room/join", {"room_id": self.room_id, "name": name})
+            out = self.handle(session, "room/join", {"room_id": self.room_id, "name": name})
             assert out.error is None, out.error
             self.students.append(session)
+
+    def handle(self, session: Session, event: str, data: Any) -> Outcome:
+        return self.hub.handle(session, event, data, now=self.now, entropy=self.entropy)
 
     @property
     def room(self) -> Room:
@@ -48,12 +48,12 @@ class World:
         return self.room.participants[user_id].replay.counter
 
     def ok(self, session: Session, event: str, data: Any) -> Outcome:
-        out = self.hub.handle(session, event, data)
+        out = self.handle(session, event, data)
         assert out.error is None, out.error.message if out.error else None
         return out
 
     def err(self, session: Session, event: str, data: Any, code: str) -> Outcome:
-        out = self.hub.handle(session, event, data)
+        out = self.handle(session, event, data)
         assert out.error is not None and out.error.code == code, (
             out.error and (out.error.code, out.error.message))
         return out
@@ -82,7 +82,8 @@ def test_message_payload_from_injected_wall_clock() -> None:
 
 def test_to_all_one_message_per_student_in_user_order() -> None:
     w = World("Ann", "Bob", "Cid")
-    w.hub.disconnect(w.students[1])  # Bob goes offline; he still gets his message
+    # Bob goes offline; he still gets his message.
+    w.hub.disconnect(w.students[1], now=w.now, entropy=w.entropy)
     assert not w.room.participants[3].online
     counters = {uid: w.counter(uid) for uid in (2, 3, 4)}
     out = w.ok(w.host, "message/to_all", {"content": "Break"})
@@ -276,7 +277,8 @@ def test_notion_import_is_deferred_and_exclusive() -> None:
         assert out.error is not None and out.error.message == "An import is already running"
         assert out.actions == []
     # The background result comes back through import_done.
-    failed = w.hub.import_done(w.room_id, ImportFailure("Could not connect to Notion"))
+    failed = w.hub.import_done(w.room_id, ImportFailure("Could not connect to Notion"),
+                               now=w.now, entropy=w.entropy)
     assert failed.error is not None and failed.error.code == "import_failed"
     assert failed.error.message == "Could not connect to Notion"
     assert [(e, d) for _, e, d, _ in sends(failed)] == [
@@ -284,12 +286,12 @@ def test_notion_import_is_deferred_and_exclusive() -> None:
     assert not w.room.importing and w.room.draft is None
     w.ok(w.host, "steps/import", {"url": "https://www.notion.so/" + "c" * 32})
     steps = [{"name": "1", "content": "x", "language": "html", "type": "exercise"}]
-    done = w.hub.import_done(w.room_id, steps)
+    done = w.hub.import_done(w.room_id, steps, now=w.now, entropy=w.entropy)
     assert done.error is None
     assert [e for _, e, _, _ in sends(done)] == ["steps/load", "alerts"]
     assert w.room.draft == steps and not w.room.importing
     # A result for a room that is gone is dropped.
-    assert w.hub.import_done(12345678, steps).actions == []
+    assert w.hub.import_done(12345678, steps, now=w.now, entropy=w.entropy).actions == []
 
 
 @pytest.mark.parametrize("event", ["sharing/start", "message/to_client", "exercise/feedback"])

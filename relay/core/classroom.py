@@ -10,7 +10,7 @@ from .lifecycle import target_student
 from .model import SIGNALS
 from .outgoing import Outgoing
 from .payload import max_bytes, obj, opt_int, req_int, req_str
-from .registry import HOST, STUDENT, event
+from .registry import HOST, STUDENT, EventSpec
 from .settings_parser import parse_files_to_ignore
 
 KIB = 1024
@@ -28,7 +28,6 @@ def _parse_settings(ctx: Ctx, data: Any) -> str:
     return max_bytes(req_str(obj(data), "files_to_ignore"), 64 * KIB, "'files_to_ignore'")
 
 
-@event("settings", HOST, _parse_settings)
 def settings(ctx: Ctx, text: str) -> None:
     assert ctx.room is not None
     ctx.room.settings = parse_files_to_ignore(text)
@@ -42,7 +41,6 @@ def _parse_exercise(ctx: Ctx, data: Any) -> str:
     return max_bytes(req_str(data, "content"), 256 * KIB, "'content'")
 
 
-@event("exercise", HOST, _parse_exercise)
 def exercise(ctx: Ctx, content: str) -> None:
     assert ctx.room is not None
     ctx.room.exercise = content
@@ -58,7 +56,6 @@ def _parse_feedback(ctx: Ctx, data: Any) -> tuple[int, bool]:
     return user_id, accepted
 
 
-@event("exercise/feedback", HOST, _parse_feedback)
 def exercise_feedback(ctx: Ctx, parsed: tuple[int, bool]) -> None:
     assert ctx.room is not None
     student = target_student(ctx.room, parsed[0])
@@ -69,7 +66,6 @@ def _parse_obj(ctx: Ctx, data: Any) -> None:
     obj(data)
 
 
-@event("exercise/reset", HOST, _parse_obj)
 def exercise_reset(ctx: Ctx, _: None) -> None:
     _broadcast(ctx, "exercise/reset", {})
 
@@ -92,7 +88,6 @@ def _parse_signal(ctx: Ctx, data: Any) -> tuple[str, int | None]:
     return value, _own_user_id(ctx, data)
 
 
-@event("signal", STUDENT, _parse_signal)
 def signal(ctx: Ctx, parsed: tuple[str, int | None]) -> None:
     value, user_id = parsed
     _check_own(ctx, user_id)
@@ -130,7 +125,6 @@ def _parse_client_error(ctx: Ctx, data: Any) -> tuple[list[str], int | None]:
     return lines, _own_user_id(ctx, data)
 
 
-@event("error/from_client", STUDENT, _parse_client_error)
 def error_from_client(ctx: Ctx, parsed: tuple[list[str], int | None]) -> None:
     lines, user_id = parsed
     _check_own(ctx, user_id)
@@ -138,3 +132,14 @@ def error_from_client(ctx: Ctx, parsed: tuple[list[str], int | None]) -> None:
     assert sender is not None
     header = f"Error from {sender.name} (user {sender.user_id})"
     ctx.to_host("log", {"message": "\n".join([header, *lines])})
+
+
+#: This module's events, in the order of the protocol's tables.
+EVENTS = (
+    EventSpec("settings", HOST, _parse_settings, settings),
+    EventSpec("exercise", HOST, _parse_exercise, exercise),
+    EventSpec("exercise/feedback", HOST, _parse_feedback, exercise_feedback),
+    EventSpec("exercise/reset", HOST, _parse_obj, exercise_reset),
+    EventSpec("signal", STUDENT, _parse_signal, signal),
+    EventSpec("error/from_client", STUDENT, _parse_client_error, error_from_client),
+)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .actions import Action, Bind, Reply, Send, StatsChanged
+from .actions import Action, Bind, Counted, Reply, Send, StatsChanged
+from .ids import Entropy
 from .model import Participant, Room
 from .outgoing import Outgoing
-
-if TYPE_CHECKING:
-    from .hub import Hub
+from .rooms import Rooms
 
 
 @dataclass(slots=True)
@@ -20,8 +19,9 @@ class Session:
     ip: str
     room_id: int | None = None
     user_id: int | None = None
-    #: Scale-out: the per-IP join limit decided by the client's node (logged with the
-    #: command so a replay decides the same); None means "ask the hub".
+    #: Scale-out: the per-IP limit (failed joins, or rooms for ``room/create``) as decided
+    #: by the client's node, logged with the command so that a replay decides the same;
+    #: None means "decide here".
     blocked: bool | None = None
 
     @property
@@ -32,13 +32,16 @@ class Session:
 class Ctx:
     """Collects the ordered actions of one event and offers the delivery helpers."""
 
-    __slots__ = ("actions", "binding", "bound", "failure_actions", "hub", "room", "sender",
-                 "session")
+    __slots__ = ("actions", "binding", "bound", "entropy", "failure_actions", "now", "room",
+                 "sender", "session", "state")
 
-    def __init__(
-        self, hub: Hub, session: Session, room: Room | None, sender: Participant | None
-    ) -> None:
-        self.hub = hub
+    def __init__(self, state: Rooms, session: Session, room: Room | None,
+                 sender: Participant | None, *, now: float, entropy: Entropy) -> None:
+        self.state = state
+        #: The time of the event (wall-clock seconds) and where its ids and tokens come
+        #: from: arguments, so that a logged command replays to exactly the same room.
+        self.now = now
+        self.entropy = entropy
         self.session = session
         self.room = room
         self.sender = sender
@@ -89,6 +92,9 @@ class Ctx:
     def to_host(self, event: str, data: Any) -> None:
         assert self.room is not None
         self.seq(self.room, self.room.host, event, data)
+
+    def count(self, metric: str, label: str, amount: int = 1) -> None:
+        self.actions.append(Counted(metric, label, amount))
 
     def stats_changed(self) -> None:
         assert self.room is not None

@@ -13,7 +13,7 @@ from .errors import EventError, invalid, too_large
 from .model import Participant, Room
 from .outgoing import Outgoing
 from .payload import clean_name, obj, opt_int, req_int
-from .registry import HOST, STUDENT, UNBOUND, event
+from .registry import HOST, STUDENT, UNBOUND, EventSpec
 from .snapshots import send_host_snapshot, send_room_update, send_student_snapshot
 from .versions import is_outdated
 
@@ -32,12 +32,12 @@ def target_student(room: Room, user_id: int) -> Participant:
 
 
 def rtc_config_out(ctx: Ctx, p: Participant) -> Outgoing:
-    s = ctx.hub.settings
+    s = ctx.state.settings
     return Outgoing(
         "rtc/config",
         rtc_config(
             p.user_id, p.is_host, stun_urls=s.stun_urls, turn_urls=s.turn_urls,
-            turn_secret=s.turn_secret, turn_ttl=s.turn_ttl, now=ctx.hub.wall(),
+            turn_secret=s.turn_secret, turn_ttl=s.turn_ttl, now=ctx.now,
         ),
     )
 
@@ -54,13 +54,13 @@ def _bind(ctx: Ctx, room: Room, p: Participant, cursor: int) -> None:
 def _check_join_rate(ctx: Ctx) -> None:
     blocked = ctx.session.blocked
     if blocked is None:
-        blocked = ctx.hub.join_blocked(ctx.session.ip)
+        blocked = ctx.state.join_failures.blocked(ctx.session.ip, ctx.now)
     if blocked:
         raise EventError("rate_limited", "too many failed attempts; try again later")
 
 
 def _room(ctx: Ctx, room_id: int) -> Room:
-    room = ctx.hub.rooms.get(room_id)
+    room = ctx.state.rooms.get(room_id)
     if room is None:
         raise EventError("room_not_found", f"room {room_id} does not exist")
     return room
@@ -84,7 +84,7 @@ def went_offline(ctx: Ctx, room: Room, p: Participant) -> None:
         send_room_update(ctx, room)
         ctx.stats_changed()
     if room.online_count() == 0:
-        room.empty_since = ctx.hub.monotonic()
+        room.empty_since = ctx.now
 
 
 # -- create / join ----------------------------------------------------------------------
@@ -93,14 +93,13 @@ def _parse_create(ctx: Ctx, data: Any) -> str:
     return "Host" if name is None else clean_name(name, NAME_LIMIT)
 
 
-@event("room/create", UNBOUND, _parse_create)
 def room_create(ctx: Ctx, name: str) -> None:
-    hub = ctx.hub
+    state = ctx.state
     blocked = ctx.session.blocked  # decided (and logged) by the client's node when clustered
-    if blocked if blocked is not None else hub.room_cap_reached(ctx.session.ip):
+    if blocked if blocked is not None else state.room_cap_reached(ctx.session.ip):
         raise EventError("rate_limited", "too many open rooms from this address; close one")
-    room = hub.new_room(ctx.session.ip)
-    host = hub.new_participant(room, name, is_host=True)
+    room = state.new_room(ctx.entropy, ctx.session.ip)
+    host = state.new_participant(room, name, ctx.entropy, is_host=True)
     ctx.room, ctx.sender = room, host
     from .actions import RoomOpened
 
@@ -128,34 +127,33 @@ def _parse_join(ctx: Ctx, data: Any) -> tuple[int, str | None, str | None]:
     return room_id, name, version
 
 
-@event("room/join", UNBOUND, _parse_join)
 def room_join(ctx: Ctx, parsed: tuple[int, str | None, str | None]) -> None:
     room_id, raw_name, version = parsed
     _check_join_rate(ctx)
     room = _room(ctx, room_id)
     ctx.room = room
     if raw_name is None:
-        name = ctx.hub.entropy.guest_name()
+        name = ctx.entropy.guest_name()
         while room.name_taken(name):
-            name = ctx.hub.entropy.guest_name()
+            name = ctx.entropy.guest_name()
     else:
         name = clean_name(raw_name, NAME_LIMIT)
         existing = room.name_taken(name)
         if existing is not None:
-            if ctx.hub.settings.legacy_tokenless and not existing.is_host and not existing.online:
+            if ctx.state.settings.legacy_tokenless and not existing.is_host and not existing.online:
                 _attach_student(ctx, room, existing, None)
                 return
             ctx.failure_actions.append(_reply_alert(
                 "ERROR", f"Username {name} is already used in room {room.room_id}!"
             ))
             raise EventError("name_taken", f"the name {name!r} is already used in this room")
-    student = ctx.hub.new_participant(room, name, is_host=False)
+    student = ctx.state.new_participant(room, name, ctx.entropy, is_host=False)
     ctx.sender = student
     _bind(ctx, room, student, 0)
     ctx.unseq(room, student, "room/join", _join_reply(room, student))
     ctx.unseq(room, student, rtc_config_out(ctx, student))
     send_student_snapshot(ctx, room, student)
-    newest = ctx.hub.settings.plugin_version
+    newest = ctx.state.settings.plugin_version
     if version is not None and is_outdated(version, newest):
         ctx.alert(room, student, "WARNING", OUTDATED + newest)
     send_room_update(ctx, room)
@@ -196,7 +194,7 @@ def _authenticate(
     if p is None:
         raise EventError("user_not_found", f"no user {user_id} in room {room_id}")
     if token is None:
-        if not ctx.hub.settings.legacy_tokenless:
+        if not ctx.state.settings.legacy_tokenless:
             raise EventError("bad_token", "a token is required")
     elif not ids.same_secret(token, p.token):
         raise EventError("bad_token", "wrong token")
@@ -224,9 +222,9 @@ def _attach(ctx: Ctx, room: Room, p: Participant, last_seq: int | None,
     if mode in ("ahead", "gap"):
         ctx.unseq(room, p, "room/resync", {"reason": mode}, after=cursor)
     result = mode if mode in ("fresh", "replayed") else "resync"
-    ctx.hub.count(ctx, "resumes", result)
+    ctx.count("resumes", result)
     if mode == "replayed":
-        ctx.hub.count(ctx, "replayed_events", "", counter - cursor)
+        ctx.count("replayed_events", "", counter - cursor)
     return result
 
 
@@ -239,7 +237,6 @@ def _attach_student(ctx: Ctx, room: Room, p: Participant, last_seq: int | None) 
     ctx.stats_changed()
 
 
-@event("room/rehost", UNBOUND, _parse_reattach)
 def room_rehost(ctx: Ctx, parsed: tuple[int, int, str | None, int | None]) -> None:
     room, host, last_seq = _authenticate(ctx, parsed, want_host=True)
     was_online = host.online
@@ -259,7 +256,6 @@ def room_rehost(ctx: Ctx, parsed: tuple[int, int, str | None, int | None]) -> No
             ctx.seq(room, student, out)
 
 
-@event("room/rejoin", UNBOUND, _parse_reattach)
 def room_rejoin(ctx: Ctx, parsed: tuple[int, int, str | None, int | None]) -> None:
     room, student, last_seq = _authenticate(ctx, parsed, want_host=False)
     _attach_student(ctx, room, student, last_seq)
@@ -277,10 +273,9 @@ def remove_student(ctx: Ctx, room: Room, student: Participant) -> None:
     send_room_update(ctx, room)
     ctx.stats_changed()
     if room.online_count() == 0:
-        room.empty_since = ctx.hub.monotonic()
+        room.empty_since = ctx.now
 
 
-@event("room/leave", STUDENT, _parse_obj)
 def room_leave(ctx: Ctx, _: None) -> None:
     assert ctx.room is not None and ctx.sender is not None
     ctx.sender.online = False
@@ -293,7 +288,6 @@ def _parse_kill(ctx: Ctx, data: Any) -> int:
     return req_int(obj(data), "user_id")
 
 
-@event("room/kill", HOST, _parse_kill)
 def room_kill(ctx: Ctx, user_id: int) -> None:
     room = ctx.room
     assert room is not None
@@ -306,7 +300,6 @@ def room_kill(ctx: Ctx, user_id: int) -> None:
     remove_student(ctx, room, student)
 
 
-@event("room/close", HOST, _parse_obj)
 def room_close(ctx: Ctx, _: None) -> None:
     room = ctx.room
     assert room is not None
@@ -314,5 +307,17 @@ def room_close(ctx: Ctx, _: None) -> None:
     for student in room.students():
         if student.online:
             ctx.seq(room, student, closed)
-    ctx.actions.extend(ctx.hub.remove_room(room))
+    ctx.actions.extend(ctx.state.remove_room(room))
     ctx.session.room_id = ctx.session.user_id = None
+
+
+#: This module's events, in the order of the protocol's tables.
+EVENTS = (
+    EventSpec("room/create", UNBOUND, _parse_create, room_create),
+    EventSpec("room/join", UNBOUND, _parse_join, room_join),
+    EventSpec("room/rehost", UNBOUND, _parse_reattach, room_rehost),
+    EventSpec("room/rejoin", UNBOUND, _parse_reattach, room_rejoin),
+    EventSpec("room/leave", STUDENT, _parse_obj, room_leave),
+    EventSpec("room/kill", HOST, _parse_kill, room_kill),
+    EventSpec("room/close", HOST, _parse_obj, room_close),
+)

@@ -9,7 +9,7 @@ from .lifecycle import target_student
 from .model import Participant, Room
 from .outgoing import Outgoing
 from .payload import obj, req_int, req_str, text_len
-from .registry import HOST, STUDENT, event
+from .registry import HOST, STUDENT, EventSpec
 from .stats import iso_now
 
 CONTENT_MAX = 10_000
@@ -52,33 +52,30 @@ def _parse_to_client(ctx: Ctx, data: Any) -> tuple[int, str]:
     return req_int(data, "user_id"), _content(data)
 
 
-@event("message/to_client", HOST, _parse_to_client)
 def to_client(ctx: Ctx, parsed: tuple[int, str]) -> None:
     assert ctx.room is not None
     user_id, content = parsed
     student = target_student(ctx.room, user_id)
-    _to_student(ctx.room, student, content, _stamps(ctx.hub.wall()), ctx)
+    _to_student(ctx.room, student, content, _stamps(ctx.now), ctx)
 
 
 def _parse_content(ctx: Ctx, data: Any) -> str:
     return _content(obj(data))
 
 
-@event("message/to_all", HOST, _parse_content)
 def to_all(ctx: Ctx, content: str) -> None:
     room = ctx.room
     assert room is not None
-    stamps = _stamps(ctx.hub.wall())  # one instant for the whole event
+    stamps = _stamps(ctx.now)  # one instant for the whole event
     for student in room.students():
         _to_student(room, student, content, stamps, ctx)
 
 
-@event("message/to_mentor", STUDENT, _parse_content)
 def to_mentor(ctx: Ctx, content: str) -> None:
     room, sender = ctx.room, ctx.sender
     assert room is not None and sender is not None
     message = _message(room, sender.user_id, room.host.user_id, content,
-                       _stamps(ctx.hub.wall()))
+                       _stamps(ctx.now))
     sender.add_message(message)
     ctx.to_host("message/to_mentor", message)
 
@@ -87,8 +84,16 @@ def _parse_user(ctx: Ctx, data: Any) -> int:
     return req_int(obj(data), "user_id")
 
 
-@event("message/user", HOST, _parse_user)
 def message_user(ctx: Ctx, user_id: int) -> None:
     assert ctx.room is not None
     student = target_student(ctx.room, user_id)
     ctx.to_host("message/user", {"user_id": user_id, "messages": list(student.messages)})
+
+
+#: This module's events, in the order of the protocol's tables.
+EVENTS = (
+    EventSpec("message/to_client", HOST, _parse_to_client, to_client),
+    EventSpec("message/to_all", HOST, _parse_content, to_all),
+    EventSpec("message/to_mentor", STUDENT, _parse_content, to_mentor),
+    EventSpec("message/user", HOST, _parse_user, message_user),
+)

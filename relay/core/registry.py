@@ -1,4 +1,4 @@
-"""The table of client events: who may send each, how its payload is read, what it does.
+"""Client events: who may send each, how its payload is read, what it does.
 
 Every event is split into ``parse`` (payload rules only, no state read beyond what the
 rules need) and ``apply`` (state checks, then changes). The hub runs the generic checks in
@@ -8,8 +8,9 @@ equality, apply.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from .context import Ctx
@@ -33,19 +34,15 @@ class EventSpec:
     room_id_key: bool = True
 
 
-EVENTS: dict[str, EventSpec] = {}
-
-
-def event(
-    name: str, role: str, parse: Parse, *, room_id_key: bool = True
-) -> Callable[[Apply], Apply]:
-    """Register ``apply`` for ``name``; ``parse`` validates the payload first."""
-
-    def deco(apply: Apply) -> Apply:
-        EVENTS[name] = EventSpec(name, role, parse, apply, room_id_key)
-        return apply
-
-    return deco
+def build_table(*groups: Iterable[EventSpec]) -> Mapping[str, EventSpec]:
+    """The event table from each module's ``EVENTS``; a name defined twice is a bug."""
+    table: dict[str, EventSpec] = {}
+    for group in groups:
+        for spec in group:
+            if spec.name in table:
+                raise ValueError(f"event {spec.name!r} is defined twice")
+            table[spec.name] = spec
+    return MappingProxyType(table)
 
 
 def no_payload(ctx: Ctx, data: Any) -> None:

@@ -10,14 +10,13 @@ from .context import Ctx
 from .errors import EventError
 from .lifecycle import rtc_config_out
 from .payload import obj
-from .registry import ANY, HOST, STUDENT, event
+from .registry import ANY, HOST, STUDENT, EventSpec
 
 
 def _parse_config(ctx: Ctx, data: Any) -> None:
     obj(data)
 
 
-@event("rtc/config", ANY, _parse_config)
 def rtc_config(ctx: Ctx, _: None) -> None:
     assert ctx.room is not None and ctx.sender is not None
     ctx.unseq(ctx.room, ctx.sender, rtc_config_out(ctx, ctx.sender))
@@ -46,8 +45,10 @@ def _relay(name: str) -> Any:
     return apply
 
 
-for _name, _role in (
-    ("rtc/request", STUDENT), ("rtc/allow", HOST), ("rtc/offer", ANY), ("rtc/answer", ANY),
-    ("rtc/ice", ANY), ("rtc/stop", ANY),
-):
-    event(_name, _role, _keep)(_relay(_name))
+#: This module's events, in the order of the protocol's tables.
+EVENTS = (
+    EventSpec("rtc/config", ANY, _parse_config, rtc_config),
+    *(EventSpec(name, role, _keep, _relay(name)) for name, role in (
+        ("rtc/request", STUDENT), ("rtc/allow", HOST), ("rtc/offer", ANY),
+        ("rtc/answer", ANY), ("rtc/ice", ANY), ("rtc/stop", ANY))),
+)

@@ -9,7 +9,7 @@ from .errors import EventError, invalid, too_large
 from .lifecycle import target_student
 from .model import FileEntry
 from .payload import obj, req_int
-from .registry import HOST, STUDENT, event
+from .registry import HOST, STUDENT, EventSpec
 from .snapshots import sharing_snapshot_data
 
 MAX_FILES = 2000
@@ -22,7 +22,6 @@ def _parse_target(ctx: Ctx, data: Any) -> int:
     return req_int(obj(data), "user_id")
 
 
-@event("sharing/start", HOST, _parse_target)
 def sharing_start(ctx: Ctx, user_id: int) -> None:
     room = ctx.room
     assert room is not None
@@ -34,7 +33,6 @@ def sharing_start(ctx: Ctx, user_id: int) -> None:
     ctx.seq(room, student, "sharing/start", {})
 
 
-@event("sharing/end", HOST, _parse_target)
 def sharing_end(ctx: Ctx, user_id: int) -> None:
     room = ctx.room
     assert room is not None
@@ -117,7 +115,6 @@ def _forward(
     ctx.to_host(name, {"room_id": room.room_id, "user_id": sender.user_id, "files": items})
 
 
-@event("sharing/code_send", STUDENT, _parse_files)
 def code_send(ctx: Ctx, items: list[dict[str, Any]]) -> None:
     # §6.4: a full snapshot replaces the stored one with its CREATED/CHANGED items only;
     # a REMOVED item in it deletes nothing (not even an earlier item of the same event).
@@ -125,14 +122,22 @@ def code_send(ctx: Ctx, items: list[dict[str, Any]]) -> None:
     _forward(ctx, "sharing/code_send", items, {}, 0, kept)
 
 
-@event("sharing/code_update", STUDENT, _parse_files)
 def code_update(ctx: Ctx, items: list[dict[str, Any]]) -> None:
     assert ctx.sender is not None
     _forward(ctx, "sharing/code_update", items, ctx.sender.files, ctx.sender.files_bytes)
 
 
-@event("sharing/snapshot", HOST, _parse_target)
 def sharing_snapshot(ctx: Ctx, user_id: int) -> None:
     assert ctx.room is not None
     student = target_student(ctx.room, user_id)
     ctx.to_host("sharing/snapshot", sharing_snapshot_data(student))
+
+
+#: This module's events, in the order of the protocol's tables.
+EVENTS = (
+    EventSpec("sharing/start", HOST, _parse_target, sharing_start),
+    EventSpec("sharing/end", HOST, _parse_target, sharing_end),
+    EventSpec("sharing/code_send", STUDENT, _parse_files, code_send),
+    EventSpec("sharing/code_update", STUDENT, _parse_files, code_update),
+    EventSpec("sharing/snapshot", HOST, _parse_target, sharing_snapshot),
+)

@@ -11,7 +11,7 @@ from .lifecycle import target_student
 from .model import STATUSES, Room
 from .outgoing import Outgoing
 from .payload import max_bytes, obj, req_int, req_str
-from .registry import HOST, STUDENT, event
+from .registry import HOST, STUDENT, EventSpec
 from .steps_import import ImportFailure, markdown_to_tasks, validate_tasks
 
 MAX_STEPS = 100
@@ -65,7 +65,6 @@ def _parse_all(ctx: Ctx, data: Any) -> list[dict[str, str]]:
     return steps
 
 
-@event("steps/all", HOST, _parse_all)
 def steps_all(ctx: Ctx, steps: list[dict[str, str]]) -> None:
     room = ctx.room
     assert room is not None
@@ -88,7 +87,6 @@ def _parse_status_map(ctx: Ctx, data: Any) -> dict[str, Any]:
     return obj(data)
 
 
-@event("steps/status/to_mentor", STUDENT, _parse_status_map, room_id_key=False)
 def status_to_mentor(ctx: Ctx, statuses: dict[str, Any]) -> None:
     room, student = ctx.room, ctx.sender
     assert room is not None and student is not None
@@ -127,7 +125,6 @@ def _parse_to_client(ctx: Ctx, data: Any) -> tuple[int, dict[str, str]]:
     return user_id, steps
 
 
-@event("steps/status/to_client", HOST, _parse_to_client)
 def status_to_client(ctx: Ctx, parsed: tuple[int, dict[str, str]]) -> None:
     room = ctx.room
     assert room is not None
@@ -152,7 +149,6 @@ def _parse_obj(ctx: Ctx, data: Any) -> None:
     obj(data)
 
 
-@event("steps/table", HOST, _parse_obj)
 def steps_table(ctx: Ctx, _: None) -> None:
     room = ctx.room
     assert room is not None
@@ -180,7 +176,6 @@ def _parse_import(ctx: Ctx, data: Any) -> tuple[str, str]:
     return "markdown", max_bytes(markdown, 1024 * 1024, "'markdown'")
 
 
-@event("steps/import", HOST, _parse_import)
 def steps_import(ctx: Ctx, parsed: tuple[str, str]) -> None:
     room = ctx.room
     assert room is not None
@@ -202,12 +197,23 @@ def import_succeeded(ctx: Ctx, room: Room, steps: list[dict[str, str]], source: 
     room.draft = steps
     ctx.seq(room, room.host, "steps/load", steps)
     ctx.alert(room, room.host, "SUCCESS", IMPORT_OK)
-    ctx.hub.count(ctx, "imports", f"{source}:ok")
+    ctx.count("imports", f"{source}:ok")
 
 
 def import_failed(ctx: Ctx, room: Room, message: str, source: str) -> NoReturn:
     """Failure: the host's ERROR alert (kept), then the ``import_failed`` error."""
     ctx.alert(room, room.host, "ERROR", message)
-    ctx.hub.count(ctx, "imports", f"{source}:failed")
+    ctx.count("imports", f"{source}:failed")
     ctx.failure_actions.extend(ctx.actions)
     raise EventError("import_failed", message)
+
+
+#: This module's events, in the order of the protocol's tables.
+EVENTS = (
+    EventSpec("steps/all", HOST, _parse_all, steps_all),
+    EventSpec("steps/status/to_mentor", STUDENT, _parse_status_map, status_to_mentor,
+              room_id_key=False),
+    EventSpec("steps/status/to_client", HOST, _parse_to_client, status_to_client),
+    EventSpec("steps/table", HOST, _parse_obj, steps_table),
+    EventSpec("steps/import", HOST, _parse_import, steps_import),
+)
