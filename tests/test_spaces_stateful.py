@@ -302,6 +302,8 @@ class SpaceMachine(RuleBasedStateMachine):
                 assert name in space.clients[cid].subscriptions
             assert topic.in_flight is None or topic.in_flight in space.pending
         assert total == space.space_bytes
+        assert space.history_chars == sum(
+            e.length for t in space.topics.values() for e in t.history if e.kind == "insert")
         for cid, client in space.clients.items():
             for name in client.subscriptions:
                 assert cid in space.topics[name].subscribers

@@ -15,11 +15,11 @@ from relay.spaces.values import json_size
 
 
 def ins(q: int, t: str) -> Edit:
-    return Edit(1, INSERT, q, t)
+    return Edit(1, INSERT, q, len(t), t)
 
 
 def dele(q: int, e: str) -> Edit:
-    return Edit(1, DELETE, q, e)
+    return Edit(1, DELETE, q, len(e))
 
 
 # -- the table, row by row ------------------------------------------------------------------
@@ -245,3 +245,33 @@ def test_concurrent_edits_converge(script: tuple[str, list[tuple[Any, ...]]]) ->
             replay = replay[: ch["position"]] + replay[ch["position"] + len(ch["deletion"]):]
     assert replay == topic.value
     assert topic.size == json_size(topic.value)
+
+
+def test_history_is_bounded_space_wide() -> None:
+    """Cycling large inserts and deletes cannot make the space hold unbounded history."""
+    h = Harness(settings=SpaceSettings(max_history_chars=100))
+    a = h.connect("full")
+    h.send(a, "subscribe", {"topic_name": "s", "type": "string"})
+    h.send(a, "subscribe", {"topic_name": "u", "type": "string"})
+    for v in range(0, 10, 2):
+        edit(h, a, {"type": "insert", "topic_version": v, "position": 0, "insertion": "x" * 40})
+        edit(h, a, {"type": "delete", "topic_version": v + 1, "position": 0,
+                    "deletion": "x" * 40})
+    space = h.space
+    assert space.history_chars <= 100
+    kept = space.topics["s"].history
+    assert [e.version for e in kept] == list(range(kept[0].version, 11))
+    assert sum(e.length for e in kept if e.kind == "insert") == space.history_chars
+    # versions whose edits were forgotten: bad_version; those still kept: transformed
+    oldest = kept[0].version
+    out = edit(h, a, {"type": "insert", "topic_version": oldest - 2, "position": 0,
+                      "insertion": "y"})
+    assert out["code"] == "bad_version"
+    out = edit(h, a, {"type": "insert", "topic_version": oldest - 1, "position": 0,
+                      "insertion": "y"})
+    assert "code" not in out
+    # another topic's edit takes from the budget by dropping its own oldest first
+    got = h.send(a, "update", {"topic_name": "u", "change": {
+        "type": "insert", "topic_version": 0, "position": 0, "insertion": "z" * 90}})
+    assert got[a][0]["type"] == "update"
+    assert len(space.topics["u"].history) == 1 and space.history_chars <= 100 + 90

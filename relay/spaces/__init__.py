@@ -65,6 +65,13 @@ Appendix D):
     error, whose ``message_type`` is read from the message when it is JSON.
 20. **Dict changes** keep key order: ``change_value`` keeps the key's place, ``add`` appends
     (the compact JSON, and thus ``preview``, follows insertion order).
+21. **String history is also bounded per space**: besides each topic's last 100 changes,
+    the insertions kept by all string histories of a space total at most 4 Mi code points
+    (``max_history_chars``); beyond, the topic being edited forgets its oldest changes first
+    (never its newest), and a change made against a forgotten version is ``bad_version``.
+    Deletions are kept by position and length only. Without this, cycling 1 MiB inserts and
+    deletes could make a space hold 100 MiB per topic that no size limit counts. Ordinary
+    editing (keystrokes, pastes) never reaches it.
 """
 
 from __future__ import annotations

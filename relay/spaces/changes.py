@@ -93,13 +93,13 @@ def _string_edits(topic: Topic, change: dict[str, Any]) -> tuple[int, int, list[
     if pos < 0:
         raise _invalid("position must be >= 0")
     c = topic.version
-    limit = topic.history.maxlen or 0
-    if tv > c or tv < c - limit or tv < 0:
-        raise Refused("bad_version", f"topic_version {tv} is not within the last {limit} "
-                      f"versions (current {c})")
+    history = topic.history
+    if tv > c or tv < 0 or (tv < c and (not history or history[0].version > tv + 1)):
+        raise Refused("bad_version", f"topic_version {tv} is not among the versions the "
+                      f"topic's history reaches (current {c})")
     if tv == c:
         return tv, pos, []
-    edits = edits_since(list(topic.history), tv)
+    edits = edits_since(history, tv)
     if edits is None:
         raise Refused("bad_version", f"the topic was set after version {tv}")
     return tv, pos, edits
@@ -118,7 +118,7 @@ def string_insert(topic: Topic, change: dict[str, Any]) -> Prepared:
         "insert", "",
         {"topic_version": topic.version, "position": pos, "insertion": insertion},
         text[:pos] + insertion + text[pos:], topic.size + json_size(insertion) - 2,
-        edit=Edit(0, INSERT, pos, insertion),
+        edit=Edit(0, INSERT, pos, len(insertion), insertion),
     )
 
 
@@ -135,7 +135,7 @@ def string_delete(topic: Topic, change: dict[str, Any]) -> Prepared:
         "delete", "",
         {"topic_version": topic.version, "position": pos, "deletion": deletion},
         text[:pos] + text[pos + len(deletion) :], topic.size - json_size(deletion) + 2,
-        edit=Edit(0, DELETE, pos, deletion),
+        edit=Edit(0, DELETE, pos, len(deletion)),
     )
 
 

@@ -13,8 +13,8 @@ class SpaceSettings:
     """Everything a :class:`~relay.spaces.space.Space` needs to know about configuration.
 
     ``max_spaces`` is enforced by the shell at the upgrade (HTTP 503); it lives here so that
-    all of §9.7 is in one place. ``max_nesting`` is ours (see the Interpretations in
-    ``relay.spaces``): frames nesting deeper are ``bad_json``.
+    all of §9.7 is in one place. ``max_nesting`` and ``max_history_chars`` are ours (see the
+    Interpretations in ``relay.spaces``).
     """
 
     service_timeout: float = 15.0
@@ -27,6 +27,8 @@ class SpaceSettings:
     max_value_bytes: int = 1 * MIB
     max_space_bytes: int = 16 * MIB
     string_history: int = 100
+    max_history_chars: int = 4 * MIB
+    """Ours: insertions kept by all string histories of a space, in code points."""
     max_waiting_changes: int = 100
     max_services_per_client: int = 100
     max_services: int = 1000

@@ -33,6 +33,7 @@ from .names import SERVER_STATUS, client_message_topic
 from .parsing import FrameError, echoes, message_type_of, parse
 from .settings import SpaceSettings
 from .state import Client, Pending, RequestId, Turn
+from .strings import INSERT, Edit
 from .topics import Prepared, Topic
 
 Handler = Callable[["Space", Turn, Client, dict[str, Any]], None]
@@ -52,6 +53,8 @@ class Space:
         self.regular_topics = 0
         self.space_bytes = 0
         """Total size of the non-special topics' values (the 16 MiB limit)."""
+        self.history_chars = 0
+        """Code points of all insertions kept in string histories (``_remember``)."""
         self.version = 0
         """Changes whenever :meth:`inspect` would (the inspector's SSE stream polls it)."""
         self._next_id = 1
@@ -192,7 +195,7 @@ class Space:
         turn.actions.append(Counted(ERRORS_TOTAL, code))
 
     def _new_topic(self, name: str, type: str, *, special: bool = False) -> Topic:
-        topic = Topic(name, type, special=special, history=self.settings.string_history)
+        topic = Topic(name, type, special=special)
         self.topics[name] = topic
         if not special:
             self.regular_topics += 1
@@ -207,18 +210,36 @@ class Space:
         """Commit a checked change and send ``update`` to every subscriber (§9.4 step 4)."""
         if not topic.special:
             self.space_bytes += prepared.size - topic.size
-        topic.commit(prepared)
+        edit = topic.commit(prepared)
+        if edit is not None:
+            self._remember(topic, edit)
         self.version += 1
         if topic.subscribers:
             seed, full = prepared.change_dicts(topic)
             turn.send(topic.targets, frames.update(topic.name, seed, full, topic.version))
 
+    def _remember(self, topic: Topic, edit: Edit) -> None:
+        """Keep a string edit, so that later changes made against older versions can be
+        carried through it (§9.3).
+
+        Two bounds: each topic keeps its last ``string_history`` changes, and the insertions
+        kept by all topics of the space total at most ``max_history_chars`` code points
+        (beyond, the edited topic forgets its oldest changes first, down to the newest). A
+        client cycling large inserts and deletes could otherwise make the server hold 100
+        copies of a 1 MiB text per topic. Versions that are forgotten get ``bad_version``.
+        """
+        history = topic.history
+        history.append(edit)
+        self.history_chars += edit.length if edit.kind == INSERT else 0
+        limit = self.settings.max_history_chars
+        while len(history) > self.settings.string_history or (
+                self.history_chars > limit and len(history) > 1):
+            old = history.popleft()
+            if old.kind == INSERT:
+                self.history_chars -= old.length
+
     def _server_set(self, turn: Turn, topic: Topic, text: str) -> None:
-        prepared = topic.server_set(text, turn.rng())
-        self.version += 1
-        if topic.subscribers:
-            seed, full = prepared.change_dicts(topic)
-            turn.send(topic.targets, frames.update(topic.name, seed, full, topic.version))
+        self.apply(turn, topic, topic.server_set(text, turn.rng()))
 
     def status(self, turn: Turn, text: str) -> None:
         """Set ``_chatroom/server_status`` (§9.6)."""

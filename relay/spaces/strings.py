@@ -8,6 +8,7 @@ and lengths count code points (Python ``str`` indexing).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -21,13 +22,17 @@ DELETE: Final = "delete"
 class Edit:
     """An applied string change, as recorded in the topic's history.
 
-    ``version`` is the topic's version after it; ``text`` is the insertion or the deletion
-    (unused for ``set``, which no edit can be carried through).
+    ``version`` is the topic's version after it; ``length`` the number of code points
+    inserted or deleted. Only an insertion keeps its ``text``: an incoming delete whose range
+    it falls into deletes it too, whereas an applied delete matters only by its position and
+    length, so history holds no deleted text (``set`` holds nothing: nothing is carried
+    through it).
     """
 
     version: int
     kind: EditKind
     position: int = 0
+    length: int = 0
     text: str = ""
 
 
@@ -41,9 +46,9 @@ def transform_insert(position: int, edits: list[Edit]) -> int:
         q = e.position
         if e.kind == INSERT:
             if q < p:
-                p += len(e.text)
+                p += e.length
         elif q < p:  # delete
-            p -= min(len(e.text), p - q)
+            p -= min(e.length, p - q)
     return p
 
 
@@ -59,23 +64,23 @@ def transform_delete(position: int, deletion: str, edits: list[Edit]) -> tuple[i
         q = e.position
         if e.kind == INSERT:
             if q <= p:
-                p += len(e.text)
+                p += e.length
             elif q < p + len(d):
                 d = d[: q - p] + e.text + d[q - p :]
-        else:  # delete of len(e.text) code points at q
-            end = q + len(e.text)
+        else:  # delete of e.length code points at q
+            end = q + e.length
             lo, hi = max(p, q), min(p + len(d), end)
             if lo < hi:
                 d = d[: lo - p] + d[hi - p :]
             if q < p:
-                p -= min(len(e.text), p - q)
+                p -= min(e.length, p - q)
     return p, d
 
 
-def edits_since(history: list[Edit], topic_version: int) -> list[Edit] | None:
+def edits_since(history: Iterable[Edit], topic_version: int) -> list[Edit] | None:
     """The edits applied after ``topic_version``, or ``None`` if a ``set`` is among them.
 
-    The caller has already checked that the version is within the history.
+    The caller has already checked that the history reaches back to ``topic_version``.
     """
     out = [e for e in history if e.version > topic_version]
     for e in out:

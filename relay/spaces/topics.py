@@ -74,8 +74,7 @@ class Topic:
     __slots__ = ("_targets", "history", "in_flight", "keys", "keyset", "name", "queue",
                  "size", "special", "subscribers", "type", "value", "version")
 
-    def __init__(self, name: str, type: str, *, special: bool = False,
-                 history: int = 100) -> None:
+    def __init__(self, name: str, type: str, *, special: bool = False) -> None:
         self.name = name
         self.type = type
         self.special = special
@@ -84,7 +83,8 @@ class Topic:
         self.version = 0
         self.subscribers: dict[int, None] = {}
         self._targets: tuple[int, ...] | None = ()
-        self.history: deque[Edit] = deque(maxlen=history)
+        self.history: deque[Edit] = deque()
+        """String topics: the last applied changes, oldest first (bounded by the space)."""
         self.keys: list[Hashable] = []
         self.keyset: set[Hashable] = set()
         self.queue: deque[Waiting] = deque()
@@ -120,15 +120,21 @@ class Topic:
         """Whether a change is at the validator or queued (new ones must queue too)."""
         return self.in_flight is not None or bool(self.queue)
 
-    def commit(self, p: Prepared) -> None:
-        """Apply a prepared change: value, size and version together."""
+    def commit(self, p: Prepared) -> Edit | None:
+        """Apply a prepared change: value, size and version together.
+
+        For a string topic, returns the edit for the history, which the space keeps (it
+        bounds all histories together).
+        """
         self.value = p.value
         self.size = p.size
         self.version += 1
         if self.type == "string":
-            edit = p.edit if p.edit is not None else Edit(0, SET)
-            self.history.append(Edit(self.version, edit.kind, edit.position, edit.text))
-        elif p.keys is not None:
+            e = p.edit
+            if e is None or e.kind == SET:
+                return Edit(self.version, SET)
+            return Edit(self.version, e.kind, e.position, e.length, e.text)
+        if p.keys is not None:
             self.keys = p.keys
             self.keyset = set(p.keys)
         elif p.key_added is not None:
@@ -138,13 +144,12 @@ class Topic:
             self.keyset.add(p.key_added[0])
         elif p.key_removed is not None:
             self.keyset.discard(self.keys.pop(p.key_removed))
+        return None
 
     def server_set(self, text: str, entropy: Entropy) -> Prepared:
-        """A server-made ``set`` of a special (string) topic, applied at once."""
-        p = Prepared("set", uuid4(entropy), {"value": text, "old_value": self.value}, text,
-                     len(encode(text)))
-        self.commit(p)
-        return p
+        """A server-made ``set`` of a special (string) topic, to be applied by the space."""
+        return Prepared("set", uuid4(entropy), {"value": text, "old_value": self.value}, text,
+                        len(encode(text)))
 
     def snapshot_change(self, entropy: Entropy) -> tuple[dict[str, Any], dict[str, Any]]:
         """The ``set`` of the current value that answers a ``subscribe`` (§9.3)."""
