@@ -302,6 +302,7 @@ class SpaceMachine(RuleBasedStateMachine):
                 assert name in space.clients[cid].subscriptions
             assert topic.in_flight is None or topic.in_flight in space.pending
         assert total == space.space_bytes
+        assert space.waiting_bytes == sum(w.size for t in space.topics.values() for w in t.queue)
         assert space.history_chars == sum(
             e.length for t in space.topics.values() for e in t.history if e.kind == "insert")
         for cid, client in space.clients.items():

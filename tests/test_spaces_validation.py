@@ -254,3 +254,15 @@ def test_validator_answer_over_the_limit_keeps_the_validation_pending() -> None:
     assert body(got[t.v][0], "error")["code"] == "too_large" and list(got) == [t.v]
     got = t.answer(rid, response={"valid": True})
     assert t.topic.value == 1 and set(got) == {t.s, t.f}
+
+
+def test_queued_bytes_are_bounded_per_space() -> None:
+    t = Setup(type="generic", settings=SpaceSettings(max_waiting_bytes=200))
+    t.asked(t.update({"type": "set", "value": "first", "id": "c1"}))
+    t.update({"type": "set", "value": "x" * 100, "id": "c2"})  # ~140 bytes, queued
+    got = t.update({"type": "set", "value": "y" * 100, "id": "c3"})
+    assert body(got[t.s][0], "reject_update")["change"]["id"] == "c3"
+    assert t.h.counts[("observer_errors_total", "rate_limited")] == 1
+    assert t.h.space.waiting_bytes == len('{"type":"set","value":"","id":"c2"}') + 100
+    t.h.advance(15)  # c1 fails; c2 reaches the validator and leaves the queue
+    assert t.h.space.waiting_bytes == 0

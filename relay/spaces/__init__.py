@@ -72,6 +72,11 @@ Appendix D):
     Deletions are kept by position and length only. Without this, cycling 1 MiB inserts and
     deletes could make a space hold 100 MiB per topic that no size limit counts. Ordinary
     editing (keystrokes, pastes) never reaches it.
+22. **Queued changes are bounded per space** too: changes waiting behind a validation hold
+    at most 16 MiB of compact JSON in a space (``max_waiting_bytes``); a change that would
+    exceed it is ``rate_limited`` at once, like the 101st waiting change of a topic. (A
+    change is size-checked only at its turn, so without this a client holding 1,000
+    validators could park 100 messages of 4 MiB behind each.)
 """
 
 from __future__ import annotations

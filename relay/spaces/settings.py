@@ -13,8 +13,8 @@ class SpaceSettings:
     """Everything a :class:`~relay.spaces.space.Space` needs to know about configuration.
 
     ``max_spaces`` is enforced by the shell at the upgrade (HTTP 503); it lives here so that
-    all of §9.7 is in one place. ``max_nesting`` and ``max_history_chars`` are ours (see the
-    Interpretations in ``relay.spaces``).
+    all of §9.7 is in one place. ``max_nesting``, ``max_history_chars`` and
+    ``max_waiting_bytes`` are ours (see the Interpretations in ``relay.spaces``).
     """
 
     service_timeout: float = 15.0
@@ -30,6 +30,8 @@ class SpaceSettings:
     max_history_chars: int = 4 * MIB
     """Ours: insertions kept by all string histories of a space, in code points."""
     max_waiting_changes: int = 100
+    max_waiting_bytes: int = 16 * MIB
+    """Ours: changes queued behind validations in a space, compact JSON bytes."""
     max_services_per_client: int = 100
     max_services: int = 1000
     max_args_bytes: int = 64 * KIB

@@ -53,6 +53,8 @@ class Space:
         self.regular_topics = 0
         self.space_bytes = 0
         """Total size of the non-special topics' values (the 16 MiB limit)."""
+        self.waiting_bytes = 0
+        """Compact JSON bytes of the changes queued behind validations, all topics."""
         self.history_chars = 0
         """Code points of all insertions kept in string histories (``_remember``)."""
         self.version = 0

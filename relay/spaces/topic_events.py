@@ -16,6 +16,7 @@ from .entropy import uuid4
 from .names import SERVER_STATUS, client_message_topic, is_special, name_problem, validator_service
 from .state import Client, Pending, Turn
 from .topics import TOPIC_TYPES, Refused, Topic, Waiting
+from .values import json_size
 
 if TYPE_CHECKING:
     from .space import Space
@@ -105,11 +106,18 @@ def update(space: Space, turn: Turn, client: Client, body: dict[str, Any]) -> No
     topic = space.topics[name]
     waiting = Waiting(client.id, change)
     if topic.in_flight is not None:
-        if 1 + len(topic.queue) >= space.settings.max_waiting_changes:
+        settings = space.settings
+        if 1 + len(topic.queue) >= settings.max_waiting_changes:
             reject(space, turn, topic, waiting, "rate_limited",
                    "too many changes are waiting for this topic's validator")
-        else:
-            topic.queue.append(waiting)
+            return
+        waiting.size = json_size(change)
+        if space.waiting_bytes + waiting.size > settings.max_waiting_bytes:
+            reject(space, turn, topic, waiting, "rate_limited",
+                   "too many bytes of changes are waiting for validators in this space")
+            return
+        space.waiting_bytes += waiting.size
+        topic.queue.append(waiting)
         return
     process(space, turn, topic, waiting)
 
@@ -163,4 +171,6 @@ def resolve_validation(space: Space, turn: Turn, pending: Pending, code: str | N
     else:
         reject(space, turn, topic, pending.waiting, code, reason)
     while topic.in_flight is None and topic.queue:
-        process(space, turn, topic, topic.queue.popleft())
+        waiting = topic.queue.popleft()
+        space.waiting_bytes -= waiting.size
+        process(space, turn, topic, waiting)

@@ -66,6 +66,8 @@ class Waiting:
 
     client_id: int
     change: dict[str, Any]
+    size: int = 0
+    """Compact JSON size while queued (the space bounds the bytes its queues hold)."""
 
 
 class Topic:
