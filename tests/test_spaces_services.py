@@ -344,3 +344,12 @@ def test_null_optional_fields_count_as_absent() -> None:
     got = t.request(t.f, args=None, timeout=None)
     assert body(got[t.p][0], "request")["args"] == {}
     assert t.h.space.next_deadline() == pytest.approx(t.h.now + 15)
+
+
+def test_answered_requests_do_not_pile_up_deadlines() -> None:
+    t = Setup()
+    for i in range(500):
+        rid = t.forwarded(t.request(t.s, request_id=i))
+        t.respond(rid, response=i)
+    assert len(t.h.space._deadlines) <= 2 * len(t.h.space.pending) + 65
+    assert t.h.space.next_deadline() is None

@@ -10,8 +10,6 @@ import datetime as dt
 import math
 from typing import TYPE_CHECKING, Any
 
-from .values import encode
-
 if TYPE_CHECKING:
     from .space import Space
 
@@ -42,10 +40,9 @@ def document(space: Space, now: float) -> dict[str, Any]:
     topics = []
     for name in sorted(space.topics):
         topic = space.topics[name]
-        preview = encode(topic.value).decode()[:PREVIEW_CHARS]
         topics.append({"name": name, "type": topic.type, "version": topic.version,
                        "subscribers": len(topic.subscribers), "bytes": topic.size,
-                       "preview": preview})
+                       "preview": topic.preview(PREVIEW_CHARS)})
     services = [
         {"name": name, "provider": provider, "pending": pending.get((name, provider), 0)}
         for name, provider in sorted(space.services.items())

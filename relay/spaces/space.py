@@ -255,6 +255,12 @@ class Space:
 
     def add_pending(self, pending: Pending) -> None:
         self.pending[pending.id] = pending
+        heap = self._deadlines
+        if len(heap) > 2 * len(self.pending) + 64:
+            # answered requests leave their deadlines behind (lazy deletion); drop them
+            # before they outnumber the live ones, so the heap stays proportional
+            heap[:] = [d for d in heap if d[2] in self.pending]
+            heapq.heapify(heap)
         self._deadline_seq += 1
         heapq.heappush(self._deadlines, (pending.deadline, self._deadline_seq, pending.id))
         self.clients[pending.provider].provided[pending.id] = None

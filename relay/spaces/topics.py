@@ -73,7 +73,7 @@ class Waiting:
 class Topic:
     """One topic's state. Values are never mutated in place (see ``values``)."""
 
-    __slots__ = ("_targets", "history", "in_flight", "keys", "keyset", "name", "queue",
+    __slots__ = ("_preview", "_targets", "history", "in_flight", "keys", "keyset", "name", "queue",
                  "size", "special", "subscribers", "type", "value", "version")
 
     def __init__(self, name: str, type: str, *, special: bool = False) -> None:
@@ -90,6 +90,7 @@ class Topic:
         self.keys: list[Hashable] = []
         self.keyset: set[Hashable] = set()
         self.queue: deque[Waiting] = deque()
+        self._preview: tuple[int, str] | None = None
         self.in_flight: str | None = None
         """The request id of the validation this topic's changes wait for."""
 
@@ -117,10 +118,13 @@ class Topic:
         self._targets = None
         return True
 
-    @property
-    def busy(self) -> bool:
-        """Whether a change is at the validator or queued (new ones must queue too)."""
-        return self.in_flight is not None or bool(self.queue)
+    def preview(self, chars: int) -> str:
+        """The first ``chars`` characters of the value's compact JSON (inspector, §9.8);
+        cached per version, since the inspector asks every second and values are large."""
+        cached = self._preview
+        if cached is None or cached[0] != self.version:
+            cached = self._preview = (self.version, encode(self.value).decode()[:chars])
+        return cached[1]
 
     def commit(self, p: Prepared) -> Edit | None:
         """Apply a prepared change: value, size and version together.
