@@ -353,3 +353,16 @@ def test_answered_requests_do_not_pile_up_deadlines() -> None:
         t.respond(rid, response=i)
     assert len(t.h.space._deadlines) <= 2 * len(t.h.space.pending) + 65
     assert t.h.space.next_deadline() is None
+
+
+def test_overdue_requests_time_out_before_a_disconnect() -> None:
+    t = Setup()
+    t.forwarded(t.request(t.s))
+    t.forwarded(t.request(t.p, request_id="own"))  # the provider calls itself
+    t.h.send(t.s, "register_service", {"service_name": "back"})
+    t.h.send(t.p, "request", {"service_name": "back", "request_id": "b"})
+    t.h.now += 20  # no tick: the disconnect must expire what is due first
+    got = t.h.disconnect(t.p)
+    assert_seed_failure(got[t.s], "q1", "timeout")
+    assert t.h.counts[("observer_service_requests_total", "timeout")] == 3
+    assert t.h.space.pending == {}

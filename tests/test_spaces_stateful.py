@@ -281,6 +281,11 @@ class SpaceMachine(RuleBasedStateMachine):
     def junk(self, i: int, text: str) -> None:
         self.call("receive", self.pick(i), text)
 
+    @rule(seconds=st.sampled_from([0.5, 2.0, 16.0]))
+    def wait(self, seconds: float) -> None:
+        """Time passes and the shell has not ticked yet: the next call expires what is due."""
+        self.now += seconds
+
     @rule(seconds=st.sampled_from([0.5, 1.0, 3.0, 16.0]))
     def tick(self, seconds: float) -> None:
         self.now += seconds

@@ -266,3 +266,13 @@ def test_queued_bytes_are_bounded_per_space() -> None:
     assert t.h.space.waiting_bytes == len('{"type":"set","value":"","id":"c2"}') + 100
     t.h.advance(15)  # c1 fails; c2 reaches the validator and leaves the queue
     assert t.h.space.waiting_bytes == 0
+
+
+def test_overdue_validation_then_validator_disconnects() -> None:
+    t = Setup()
+    t.asked(t.update({"type": "add", "value": 1, "id": "c1"}))
+    t.update({"type": "add", "value": 2, "id": "c2"})
+    t.h.now += 20  # no tick before the disconnect
+    got = t.h.disconnect(t.v)
+    assert [f["type"] for f in got[t.s]] == ["reject_update", "update"]
+    assert t.topic.value == 2 and t.h.space.pending == {}

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, Final
 
-from . import frames
+from . import frames, inspector
 from .actions import (
     ERRORS_TOTAL,
     MESSAGES_IN_TOTAL,
@@ -126,18 +126,25 @@ class Space:
         return turn.actions
 
     def disconnect(self, client_id: int, *, now: float, entropy: Entropy) -> list[Action]:
-        """The connection ended, for any reason: everything it held ends with it (§9.5)."""
+        """The connection ended, for any reason: everything it held ends with it (§9.5).
+
+        Timeouts that were due happen first (as ``timeout``, not as a disconnection), but
+        nothing is delivered to the departed client any more.
+        """
         client = self.clients.pop(client_id, None)
         if client is None:
             return []
-        turn = Turn(now, entropy)
-        self._expire(turn)
         for name in client.subscriptions:
             self.topics[name].unsubscribe(client_id)
         for name in client.services:
             del self.services[name]
+        turn = Turn(now, entropy)
+        for name in client.services:
             self.status(turn, f"service {name} unregistered")
+        self._expire(turn)
         for rid in list(client.provided):
+            if rid not in self.pending:  # timed out just above
+                continue
             pending = self.finish_pending(rid)
             if pending.is_validation:
                 topic_events.resolve_validation(self, turn, pending, "validator_failed",
@@ -146,7 +153,7 @@ class Space:
                 service_events.resolve_failure(self, turn, pending, "provider_disconnected",
                                                "the provider disconnected")
         for rid in list(client.requests.values()):
-            if rid not in self.pending:  # a call to its own service, failed just above
+            if rid not in self.pending:  # timed out, or a call to its own service failed above
                 continue
             pending = self.finish_pending(rid)
             turn.count(SERVICE_REQUESTS_TOTAL, "cancelled")
@@ -170,9 +177,7 @@ class Space:
 
     def inspect(self, now: float) -> dict[str, Any]:
         """The inspector's JSON document (§9.8) as of the last call."""
-        from .inspector import document
-
-        return document(self, now)
+        return inspector.document(self, now)
 
     def shape_of(self, client_id: int) -> Shape | None:
         client = self.clients.get(client_id)
