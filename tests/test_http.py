@@ -333,12 +333,24 @@ async def raw_exchange(port: int, request_bytes: bytes) -> bytes:
     return data
 
 
-async def test_unsplittable_target_is_400_and_the_relay_survives(relay: Relay) -> None:
+async def test_unsplittable_target_and_the_relay_survives(relay: Relay) -> None:
     """``urlsplit`` raises ValueError on ``//[`` (an unterminated IPv6 literal); that once
-    escaped ``read_request`` and, through the accept loop, ended the process."""
+    escaped ``read_request`` and, through the accept loop, ended the process. ``//[`` is an
+    origin-form path (no such endpoint); ``http://[`` an absolute form that cannot be read."""
     data = await raw_exchange(port_of(relay), b"GET //[ HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert data.startswith(b"HTTP/1.1 404 ")
+    data = await raw_exchange(port_of(relay), b"GET http://[ HTTP/1.1\r\nHost: a\r\n\r\n")
     assert data.startswith(b"HTTP/1.1 400 ")
     assert (await http(port_of(relay), "/healthz")).status == 200
+
+
+@pytest.mark.parametrize(("target", "path", "query"), [
+    (b"//observer", "//observer", ""), (b"/observer?a=1#frag", "/observer", "a=1"),
+    (b"/a#b?c", "/a", ""), (b"http://relay:8000/observer?x", "/observer", "x"), (b"*", "*", ""),
+])
+def test_request_target_forms(target: bytes, path: str, query: str) -> None:
+    request = scripted(b"GET " + target + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert (request.path, request.query) == (path, query)
 
 
 async def test_sixty_kilobyte_head_in_one_write_is_400(relay: Relay) -> None:

@@ -126,7 +126,7 @@ def upgrade_refusal(request: Request) -> Answer | None:
 async def read_request(stream: trio.abc.Stream) -> Request | None:
     """Read one request head; None when the client went away, was too slow or sent garbage.
 
-    Garbage (anything h11 refuses, a target ``urlsplit`` cannot read, a head over
+    Garbage (anything h11 refuses, a target that cannot be read, a head over
     ``MAX_REQUEST_HEAD``) is answered 400 before the None. A head not complete within
     ``HANDSHAKE_TIMEOUT`` seconds is dropped without an answer.
     """
@@ -179,7 +179,7 @@ async def _read_head(stream: trio.abc.Stream) -> Request | None:
 
 
 def _request(event: h11.Request, trailing: bytes) -> Request:
-    """The ``Request`` of a parsed head; ``_Refused`` when its target cannot be split."""
+    """The ``Request`` of a parsed head; ``_Refused`` when its target cannot be read."""
     headers: dict[str, str] = {}
     counts: dict[str, int] = {}
     for name, value in event.headers:
@@ -191,15 +191,31 @@ def _request(event: h11.Request, trailing: bytes) -> Request:
         else:
             headers[key] = text
             counts[key] = 1
-    try:
-        target = urlsplit(event.target.decode("latin-1"))
-    except ValueError:  # e.g. "//[": an unterminated IPv6 literal in a network-path target
-        raise _Refused from None
+    path, query = _split_target(event.target.decode("latin-1"))
     length = headers.get("content-length")
     body = "transfer-encoding" in headers or (
         length is not None and length.strip("0") != "")  # h11 checked it is digits only
-    return Request(event.method.decode("latin-1"), target.path, target.query, headers,
-                   trailing, event.http_version.decode("latin-1"), counts, body)
+    return Request(event.method.decode("latin-1"), path, query, headers, trailing,
+                   event.http_version.decode("latin-1"), counts, body)
+
+
+def _split_target(target: str) -> tuple[str, str]:
+    """(path, query) of a request target; ``_Refused`` for one that cannot be read.
+
+    The origin form (``/path?query``, what clients send) is split by hand: ``urlsplit``
+    would take ``//observer`` for a host named "observer" with an empty path, and raises
+    ValueError for ``//[`` (an unterminated IPv6 literal), which once escaped this module
+    and the accept loop. Other forms (absolute ``http://host/path``, ``*``) go through
+    ``urlsplit``; one it cannot read (``http://[``) is refused.
+    """
+    if target.startswith("/"):
+        path, _, query = target.partition("#")[0].partition("?")
+        return path, query
+    try:
+        parts = urlsplit(target)
+    except ValueError:
+        raise _Refused from None
+    return parts.path, parts.query
 
 
 _REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
