@@ -47,9 +47,11 @@ Appendix D):
     ``result`` is ``ok``, a failure code, or ``cancelled`` (requester gone).
 13. **Order of notes**: a timeout first answers the requester, then notes it in the
     provider's ``client_message`` topic. On disconnect the server status gets one
-    ``service <name> unregistered`` per service (in registration order), then the pending
-    requests are failed / cancelled, then ``client <id> disconnected``. A subscription that
-    creates a topic is answered before ``topic <name> created by client <id>`` is set.
+    ``service <name> unregistered`` per service (in registration order), then timeouts that
+    were already due happen (as ``timeout``), then the other pending requests are failed /
+    cancelled, then ``client <id> disconnected``; nothing is delivered to the departed
+    client. A subscription that creates a topic is answered before ``topic <name> created
+    by client <id>`` is set.
 14. **Unregistering** a name that is not registered is ``service_not_found``, whatever the
     name (``_chatroom/…`` included).
 15. **Inspector** ``subscribers`` is a count; ``pending`` counts the requests and validations
