@@ -23,8 +23,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 from . import TARGETS
 
@@ -39,11 +41,11 @@ class Plan:
     max_len: int  # longest input libFuzzer generates (deep JSON and 16 KiB heads need room)
 
 
-PLANS = {
+PLANS: Mapping[str, Plan] = MappingProxyType({
     "ws_frames": Plan(runs=100_000, max_len=4096),
     "observer_codecs": Plan(runs=60_000, max_len=12_000),
     "http_head": Plan(runs=30_000, max_len=40_000),
-}
+})
 
 
 def run_target(target: str, runs: int, work: Path) -> bool:
