@@ -10,8 +10,9 @@ import sys
 
 import trio
 
+from .app import run_node
 from .backplane.redis import BackplaneUnavailable
-from .config import ConfigError, load_config, parse_port
+from .config import Config, ConfigError, load_config, parse_port
 from .gc_policy import freeze_survivors, tune_gc
 
 
@@ -40,29 +41,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _run(config: object) -> None:
-    from .server import RelayServer
-
-    server = RelayServer(config)  # type: ignore[arg-type]
+async def _run(config: Config) -> None:
     tune_gc()
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
-            relay_port, web_port = await nursery.start(server.serve)
+            node = await nursery.start(run_node, config)
             gc_scope = trio.CancelScope()
 
             async def gc_policy() -> None:
                 with gc_scope:
-                    await freeze_survivors(lambda: len(server.connections))
+                    await freeze_survivors(lambda: len(node.connections))
 
             nursery.start_soon(gc_policy)
-            host = server.config.host
-            print(f"observer-relay relay listening on ws://{host}:{relay_port}", flush=True)
-            print(f"observer-relay web listening on http://{host}:{web_port}", flush=True)
+            host = config.host
+            print(f"observer-relay relay listening on ws://{host}:{node.relay_port}",
+                  flush=True)
+            print(f"observer-relay web listening on http://{host}:{node.web_port}", flush=True)
 
             async def watch() -> None:
                 async for _ in signals:
                     logging.getLogger("relay").info("shutting down")
-                    await server.shutdown()
+                    await node.shutdown()
                     gc_scope.cancel()
                     return
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from relay.core.settings import CoreSettings
+from relay.transport.settings import TransportSettings
 
 
 class ConfigError(ValueError):
@@ -134,6 +135,16 @@ class Config:
     log_level: str = "INFO"
     max_connections_per_ip: int = 2000
     max_rooms_per_ip: int = 50
+
+    def transport_settings(self) -> TransportSettings:
+        return TransportSettings(
+            max_message_size=self.max_message_size, rate_limit_rate=self.rate_limit_rate,
+            rate_limit_burst=self.rate_limit_burst,
+            rate_limit_close_after=self.rate_limit_close_after,
+            send_queue_frames=self.send_queue_frames, send_queue_bytes=self.send_queue_bytes,
+            heartbeat_interval=self.heartbeat_interval, heartbeat_timeout=self.heartbeat_timeout,
+            sio_ping_interval=self.sio_ping_interval, sio_ping_timeout=self.sio_ping_timeout,
+        )
 
     def core_settings(self) -> CoreSettings:
         return CoreSettings(

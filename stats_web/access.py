@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from relay.server import RelayServer
-    from relay.stats_source import StatsEntry
+    from relay.ports import StatsEntry, WebHost
 
 
 class Denied(enum.Enum):
@@ -46,21 +45,20 @@ def key_matches(given: str | None, expected: str) -> bool:
     return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
 
 
-async def find_room(server: RelayServer, raw_id: str, key: str | None, ip: str) -> Lookup:
+async def find_room(host: WebHost, raw_id: str, key: str | None, ip: str) -> Lookup:
     """Unknown or non-integer room → 404 (before the key); missing or wrong key → 403.
 
     Both answers tell a guesser something (which room ids exist), so both count as failed
     joins of the client IP (§4.3), and at the limit the answer is 429 without a lookup.
     """
-    hub, now = server.hub, server.now()
-    if hub.join_blocked(ip, now):
+    if host.join_blocked(ip):
         return Lookup(None, Denied.RATE_LIMITED)
     room_id = parse_room_id(raw_id)
-    room = await server.stats.get(room_id) if room_id is not None else None
+    room = await host.stats.get(room_id) if room_id is not None else None
     if room is None:
-        hub.count_join_failure(ip, now)
+        host.count_join_failure(ip)
         return Lookup(None, Denied.NOT_FOUND)
-    if not server.config.public_stats and not key_matches(key, room.stats_key):
-        hub.count_join_failure(ip, now)
+    if not host.public_stats and not key_matches(key, room.stats_key):
+        host.count_join_failure(ip)
         return Lookup(None, Denied.FORBIDDEN)
     return Lookup(room, None)

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 
-    from relay.server import RelayServer
+    from relay.ports import WebHost
 
     ASGIApp = Callable[[Scope, ASGIReceiveCallable, ASGISendCallable],
                        Coroutine[Any, Any, None]]
@@ -74,8 +74,8 @@ def web_port_middleware(inner: ASGIApp) -> ASGIApp:
     return app
 
 
-def create_app(server: RelayServer) -> QuartTrio:
-    """Build the Quart-Trio app serving ``server``'s web port."""
+def create_app(host: WebHost) -> QuartTrio:
+    """Build the Quart-Trio app serving ``host``'s web port."""
     app = QuartTrio(__name__)
     app.jinja_options = {"finalize": escape_output, "trim_blocks": True, "lstrip_blocks": True}
     app.asgi_app = web_port_middleware(app.asgi_app)  # type: ignore[method-assign,assignment]
@@ -106,19 +106,19 @@ def create_app(server: RelayServer) -> QuartTrio:
 
     @app.get("/healthz")
     async def healthz() -> tuple[dict[str, object], int]:
-        status, body = server.health()
+        status, body = host.health()
         return body, status
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        return Response(server.metrics.render(), content_type="text/plain; version=0.0.4")
+        return Response(host.metrics_text(), content_type="text/plain; version=0.0.4")
 
     def client_ip() -> str:
         return request.remote_addr or "?"
 
     @app.get("/roomstats/<raw_id>")
     async def stats_page(raw_id: str) -> Response:
-        found = await find_room(server, raw_id, request.args.get("key"), client_ip())
+        found = await find_room(host, raw_id, request.args.get("key"), client_ip())
         if found.denied is Denied.RATE_LIMITED:
             return await page("error.html", 429, title="Too many requests",
                               message="Too many requests",
@@ -145,20 +145,20 @@ def create_app(server: RelayServer) -> QuartTrio:
 
     @app.get("/roomstats/<raw_id>/events")
     async def stats_events(raw_id: str) -> Response:
-        found = await find_room(server, raw_id, request.args.get("key"), client_ip())
+        found = await find_room(host, raw_id, request.args.get("key"), client_ip())
         if found.room is None:
             return refused(found.denied)
-        response = Response(stats_stream(server, found.room), content_type="text/event-stream")
+        response = Response(stats_stream(host, found.room), content_type="text/event-stream")
         response.timeout = None  # streams for as long as needed
         response.headers["X-Accel-Buffering"] = "no"
         return response
 
     @app.get("/api/rooms/<raw_id>/stats")
     async def stats_api(raw_id: str) -> Response:
-        found = await find_room(server, raw_id, request.args.get("key"), client_ip())
+        found = await find_room(host, raw_id, request.args.get("key"), client_ip())
         if found.room is None:
             return refused(found.denied)
         return json_response(found.room.document)
 
-    share_pages.register(app, server)
+    share_pages.register(app, host)
     return app

@@ -9,8 +9,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 if TYPE_CHECKING:
-    from relay.server import RelayServer
-    from relay.stats_source import StatsEntry
+    from relay.ports import StatsEntry, WebHost
 
 #: Seconds between ``: keep-alive`` comments on an otherwise quiet stream.
 KEEPALIVE_INTERVAL = 15.0
@@ -40,7 +39,7 @@ async def _first_of(timeout: float, *waits: Callable[[], Awaitable[Any]]) -> Non
                 nursery.start_soon(run, wait)
 
 
-async def stats_stream(server: RelayServer, first: StatsEntry) -> AsyncIterator[bytes]:
+async def stats_stream(host: WebHost, first: StatsEntry) -> AsyncIterator[bytes]:
     """Yield SSE chunks for a room until it is removed or the web port shuts down.
 
     Nothing awaits inside a cancel scope across a ``yield``: every wait happens in
@@ -48,13 +47,13 @@ async def stats_stream(server: RelayServer, first: StatsEntry) -> AsyncIterator[
     detected through the stats version, so one made while a chunk was being written is
     not missed.
     """
-    source = server.stats
+    source = host.stats
     room_id = first.room_id
     clock = trio.current_time
     sent_version = first.version
     yield stats_event(first.document)
     last_stats = last_write = clock()
-    while not server.web_shutdown.is_set():
+    while not host.shutting_down:
         entry = await source.get(room_id)
         if entry is None:
             yield CLOSED
@@ -74,4 +73,4 @@ async def stats_stream(server: RelayServer, first: StatsEntry) -> AsyncIterator[
                 last_write = clock()
                 continue
         await _first_of(deadline - now, lambda: source.wait_change(room_id),
-                        server.web_shutdown.wait)
+                        host.wait_shutdown)

@@ -11,7 +11,7 @@ from hypercorn.trio import serve
 from .app import create_app
 
 if TYPE_CHECKING:
-    from relay.server import RelayServer
+    from relay.ports import WebHost
 
 
 class _Config(HypercornConfig):
@@ -26,18 +26,19 @@ class _Config(HypercornConfig):
         return [*super().response_headers(protocol), (b"cache-control", b"no-store")]
 
 
-async def serve_web(server: RelayServer, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-    """Serve the web port; reports the bound port through ``task_status``."""
+async def serve_web(host: WebHost, bind_host: str, port: int, *,
+                    task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve the web port until ``host`` shuts down; reports the bound port."""
     cfg = _Config()
-    cfg.bind = [f"{server.config.host}:{server.config.http_port}"]
+    cfg.bind = [f"{bind_host}:{port}"]
     cfg.accesslog = None
     cfg.errorlog = None
     cfg.graceful_timeout = 1.0
     cfg.keep_alive_timeout = 5.0
-    app = create_app(server)
+    app = create_app(host)
 
     async def started(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        await serve(app, cfg, shutdown_trigger=server.web_shutdown.wait,  # type: ignore[arg-type]
+        await serve(app, cfg, shutdown_trigger=host.wait_shutdown,  # type: ignore[arg-type]
                     task_status=task_status)
 
     async with trio.open_nursery() as nursery:

@@ -25,7 +25,7 @@ from quart import Blueprint, Response, request, url_for
 if TYPE_CHECKING:
     from quart_trio import QuartTrio
 
-    from relay.server import RelayServer
+    from relay.ports import WebHost
 
 HTML = "text/html; charset=utf-8"
 RELAY_PATH = "/observer"
@@ -232,7 +232,7 @@ ERROR_PAGE = Template("""<!doctype html>
 """)
 
 
-def register(app: QuartTrio, server: RelayServer) -> None:
+def register(app: QuartTrio, host: WebHost) -> None:
     """Add ``GET /share`` and ``GET /view`` to ``app`` (assets live in ``static/share/``)."""
     pages = Blueprint("share_pages", __name__)
 
@@ -251,7 +251,7 @@ def register(app: QuartTrio, server: RelayServer) -> None:
         raw = request.args.get("relay")
         if raw:
             return parse_relay(raw)
-        return default_relay(request.host, request.scheme, server.relay_port)
+        return default_relay(request.host, request.scheme, host.relay_port)
 
     def bad_relay(error: BadRelay) -> Response:
         body = ERROR_PAGE.substitute(css=_attr(asset("share.css")), message=_attr(error))

@@ -7,15 +7,14 @@ from typing import Any
 import pytest
 import trio
 
-from relay.server import RelayServer
+from relay.app import run_node
 from tests.support import Relay, StartRelay, make_config
 
 
 @pytest.fixture
 async def start_relay(nursery: trio.Nursery) -> StartRelay:
     async def start(**overrides: Any) -> Relay:
-        server = RelayServer(make_config(**overrides))
-        await nursery.start(server.serve)
+        server = await nursery.start(run_node, make_config(**overrides))
         return Relay(server, nursery)
 
     return start

@@ -7,6 +7,7 @@ recording ``append_many``."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 import trio
@@ -18,14 +19,20 @@ class Log:
     def __init__(self) -> None:
         self.calls: list[list[tuple[str, bytes]]] = []
         self.fail: Exception | None = None
+        self.fenced: set[bytes] = set()  # entries Redis would refuse (their lease moved)
         self.gate = trio.Event()
 
-    async def append_many(self, entries: Sequence[tuple[str, bytes]]) -> list[str]:
-        self.calls.append(list(entries))
+    async def append_many(self, entries: Sequence[tuple[str, str, bytes]]) -> list[str | None]:
+        self.calls.append([(room, entry) for room, _, entry in entries])
         await self.gate.wait()
         if self.fail is not None:
             raise self.fail
-        return [f"{len(self.calls)}-{i}" for i in range(len(entries))]
+        return [None if entry in self.fenced else f"{len(self.calls)}-{i}"
+                for i, (_, _, entry) in enumerate(entries)]
+
+
+async def commit_entry(commits: GroupCommit, room: str, entry: bytes) -> str:
+    return await commits.commit(room, "node/1", entry, str)
 
 
 async def test_appends_during_a_round_trip_go_together_in_order() -> None:
@@ -36,7 +43,7 @@ async def test_appends_during_a_round_trip_go_together_in_order() -> None:
         nursery.start_soon(commits.run)
 
         async def append(room: str, entry: bytes) -> None:
-            ids[room + entry.decode()] = await commits.append(room, entry)
+            ids[room + entry.decode()] = await commit_entry(commits, room, entry)
 
         nursery.start_soon(append, "a", b"1")
         await trio.testing.wait_all_tasks_blocked()
@@ -60,7 +67,7 @@ async def test_a_failed_batch_fails_each_waiter_and_stopping_fails_the_rest() ->
         # Shielded: only the batch's answer or ``run`` ending releases it.
         with trio.CancelScope(shield=True, deadline=trio.current_time() + 5):
             try:
-                await commits.append("r", entry)
+                await commit_entry(commits, "r", entry)
             except Exception as exc:  # recorded for the assertions
                 errors.append(exc)
 
@@ -88,7 +95,7 @@ async def test_large_queues_are_split_into_bounded_calls(n: int) -> None:
         nursery.start_soon(commits.run)
         async with trio.open_nursery() as appends:
             for i in range(n):
-                appends.start_soon(commits.append, "r", str(i).encode())
+                appends.start_soon(commit_entry, commits, "r", str(i).encode())
         nursery.cancel_scope.cancel()
     assert sum(len(c) for c in log.calls) == n
     assert max(len(c) for c in log.calls) <= 512
@@ -109,10 +116,10 @@ async def test_done_callbacks_run_in_order_before_the_next_batch_is_sent() -> No
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(commits.run)
-        await commits.submit("a", b"1", done("x1"), seen.append)
+        await commits.submit("a", "f", b"1", done("x1"), seen.append)
         await trio.testing.wait_all_tasks_blocked()
         for name in ("x2", "x3"):  # queued while the first call is in flight
-            await commits.submit("b", name.encode(), done(name), seen.append)
+            await commits.submit("b", "f", name.encode(), done(name), seen.append)
         assert commits.pending == 2
         log.gate.set()
         await trio.testing.wait_all_tasks_blocked()
@@ -126,7 +133,7 @@ async def test_a_full_queue_makes_submit_wait() -> None:
     submitted: list[int] = []
 
     async def submit(i: int) -> None:
-        await commits.submit("r", str(i).encode(), lambda _: None, lambda _: None)
+        await commits.submit("r", "f", str(i).encode(), lambda _: None, lambda _: None)
         submitted.append(i)
 
     async with trio.open_nursery() as nursery:
@@ -142,3 +149,45 @@ async def test_a_full_queue_makes_submit_wait() -> None:
         assert submitted == [0, 1, 2, 3]
         nursery.cancel_scope.cancel()
     assert [len(c) for c in log.calls] == [1, 2, 1]
+
+
+async def test_every_entry_gets_one_truthful_outcome() -> None:
+    """Appended → done; refused by its fence → failed(Fenced); no answer → unknown, and
+    the rooms of that batch are blocked (later entries failed unsent) until unblocked."""
+    from relay.backplane.group_commit import RoomBlocked
+    from relay.backplane.redis import Fenced, OutcomeUnknown
+
+    log = Log()
+    log.fenced.add(b"moved")
+    commits = GroupCommit(log.append_many)
+    outcomes: list[tuple[str, str]] = []
+
+    def record(name: str) -> tuple[Any, Any, Any]:
+        return (lambda sid: outcomes.append((name, "done")),
+                lambda exc: outcomes.append((name, type(exc).__name__)),
+                lambda exc: outcomes.append((name, "unknown:" + type(exc).__name__)))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(commits.run)
+        await commits.submit("a", "f", b"ok", *record("ok"))
+        await commits.submit("b", "f", b"moved", *record("moved"))
+        log.gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert outcomes == [("ok", "done"), ("moved", Fenced.__name__)]
+        log.fail = OutcomeUnknown("no answer")
+        await commits.submit("a", "f", b"lost", *record("lost"))
+        await trio.testing.wait_all_tasks_blocked()
+        assert outcomes[-1] == ("lost", "unknown:OutcomeUnknown")
+        assert commits.blocked == {"a"}
+        log.fail = None
+        sent = len(log.calls)
+        await commits.submit("a", "f", b"later", *record("later"))  # refused, not sent
+        await commits.submit("c", "f", b"other", *record("other"))  # other rooms go on
+        await trio.testing.wait_all_tasks_blocked()
+        assert outcomes[-2:] == [("later", RoomBlocked.__name__), ("other", "done")]
+        assert [entry for call in log.calls[sent:] for _, entry in call] == [b"other"]
+        commits.unblock("a")
+        await commits.submit("a", "f", b"again", *record("again"))
+        await trio.testing.wait_all_tasks_blocked()
+        assert outcomes[-1] == ("again", "done")
+        nursery.cancel_scope.cancel()

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import trio
 
-from relay.core.notion_fetch import fetch_notion_tasks
 from relay.core.steps_import import ImportFailure
+from relay.server.notion_fetch import fetch_notion_tasks
 from tests.fake_notion import FakeNotion, Reply, Responder, json_reply
 
 HEX = "0123456789abcdef0123456789abcdef"

@@ -13,6 +13,13 @@ room at once, without a lock per room; an idle node still pays exactly one round
 command, a busy one a fraction of one. The queue is bounded: ``submit`` waits for space
 when ``max_queue`` entries are pending (back-pressure onto the connection readers and the
 inbox), and ``MAX_BATCH`` caps one call.
+
+**Every entry gets exactly one truthful outcome.** ``done(stream_id)``: it is in the log.
+``failed(exc)``: it is not and never will be (never sent, or refused by its fence).
+``unknown(exc)``: it was sent and no answer came, so it may still land; its room is then
+*blocked* — later entries of that room are failed without being sent — until the owner
+has found out what happened (``relay.cluster``) and calls ``unblock``: otherwise a later
+entry could be appended (and applied) before an earlier one that lands late.
 """
 
 from __future__ import annotations
@@ -23,19 +30,35 @@ from typing import TypeVar
 
 import trio
 
+from .redis import BackplaneUnavailable, Fenced, OutcomeUnknown
+
 log = logging.getLogger("relay.cluster")
 
 MAX_BATCH = 512
 MAX_QUEUE = 4096
 
 T = TypeVar("T")
-AppendMany = Callable[[Sequence[tuple[str, bytes]]], Awaitable[list[str]]]
+AppendMany = Callable[[Sequence[tuple[str, str, bytes]]], Awaitable[list[str | None]]]
 Done = Callable[[str], None]
 Failed = Callable[[BaseException], None]
 
 
+class RoomBlocked(BackplaneUnavailable):
+    """Not sent: an earlier entry of the room has an unknown outcome."""
+
+
+class _Entry:
+    __slots__ = ("done", "entry", "failed", "fence", "room", "unknown")
+
+    def __init__(self, room: str, fence: str, entry: bytes, done: Done, failed: Failed,
+                 unknown: Failed) -> None:
+        self.room, self.fence, self.entry = room, fence, entry
+        self.done, self.failed, self.unknown = done, failed, unknown
+
+
 class GroupCommit:
-    """``submit(room, entry, done, failed)``: ``done(stream_id)`` runs once it is durable."""
+    """``submit(room, fence, entry, done, failed, unknown)``; exactly one of the three
+    callbacks runs later, from the committer task."""
 
     def __init__(self, append_many: AppendMany,
                  stopped: Callable[[], BaseException] = lambda: RuntimeError("stopped"),
@@ -43,33 +66,42 @@ class GroupCommit:
         self._append_many = append_many
         self._stopped = stopped  # what is failed with if ``run`` ends before its batch
         self._max_queue = max_queue
-        self._queue: list[tuple[str, bytes, Done, Failed]] = []
+        self._queue: list[_Entry] = []
         self._wake = trio.Event()
         self._space = trio.Event()
         self._running = True
+        self.blocked: set[str] = set()
 
     @property
     def pending(self) -> int:
         return len(self._queue)
 
-    async def submit(self, room: str, entry: bytes, done: Done, failed: Failed) -> None:
+    def unblock(self, room: str) -> None:
+        """The room's unknown outcomes are resolved: its entries may be sent again."""
+        self.blocked.discard(room)
+
+    async def submit(self, room: str, fence: str, entry: bytes, done: Done, failed: Failed,
+                     unknown: Failed | None = None) -> None:
         """Queue one entry (waiting only while the queue is full).
 
-        Exactly one of ``done``/``failed`` is called later, from the committer task. Once
-        submitted, an entry may become durable, so its command is applied even if the
+        Once submitted, an entry may become durable, so its command is applied even if the
         submitting client goes away meanwhile: the log and the live room always agree.
+        ``unknown`` defaults to ``failed`` for callers that treat both alike.
         """
         while len(self._queue) >= self._max_queue and self._running:
             await self._space.wait()
         if not self._running:
             failed(self._stopped())
             return
-        self._queue.append((room, entry, done, failed))
+        if room in self.blocked:
+            failed(RoomBlocked(f"room {room} is recovering"))
+            return
+        self._queue.append(_Entry(room, fence, entry, done, failed, unknown or failed))
         self._wake.set()
 
-    async def commit(self, room: str, entry: bytes, apply: Callable[[str], T]) -> T:
+    async def commit(self, room: str, fence: str, entry: bytes, apply: Callable[[str], T]) -> T:
         """Submit and wait: what ``apply(stream_id)`` returned — run by the committer, in
-        log order — or raise what ``append_many`` raised for the entry's batch."""
+        log order — or raise what made the entry fail (``OutcomeUnknown`` included)."""
         finished = trio.Event()
         outcome: list[T] = []
         error: list[BaseException] = []
@@ -84,7 +116,7 @@ class GroupCommit:
             error.append(exc)
             finished.set()
 
-        await self.submit(room, entry, done, failed)
+        await self.submit(room, fence, entry, done, failed)
         await finished.wait()
         if error:
             raise error[0]
@@ -92,13 +124,9 @@ class GroupCommit:
             raise RuntimeError("applying the committed entry failed")  # logged by ``run``
         return outcome[0]
 
-    async def append(self, room: str, entry: bytes) -> str:
-        """Submit and wait: the entry's stream id."""
-        return await self.commit(room, entry, str)
-
     async def run(self) -> None:
         """The one task that appends and applies; runs for the node's lifetime."""
-        batch: list[tuple[str, bytes, Done, Failed]] = []
+        batch: list[_Entry] = []
         try:
             while True:
                 await self._wake.wait()
@@ -107,15 +135,27 @@ class GroupCommit:
                     batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
                     self._space.set()
                     self._space = trio.Event()
+                    batch = self._drop_blocked(batch)
+                    if not batch:
+                        continue
                     try:
-                        ids = await self._append_many([(room, entry) for room, entry, *_ in batch])
-                    except Exception as exc:  # handed to every entry of the batch
-                        self._fail(batch, exc)
+                        ids = await self._append_many(
+                            [(e.room, e.fence, e.entry) for e in batch])
+                    except OutcomeUnknown as exc:
+                        self.blocked.update(e.room for e in batch)
+                        _each(batch, "unknown", exc)
                         batch = []
                         continue
-                    for (_, _, done, _), stream_id in zip(batch, ids, strict=True):
+                    except Exception as exc:  # nothing was appended
+                        _each(batch, "failed", exc)
+                        batch = []
+                        continue
+                    for e, stream_id in zip(batch, ids, strict=True):
                         try:
-                            done(stream_id)
+                            if stream_id is None:
+                                e.failed(Fenced(f"room {e.room}: the lease moved on"))
+                            else:
+                                e.done(stream_id)
                         except Exception:  # one command's bug must not stop the node's
                             log.exception("applying a committed command failed")
                     batch = []
@@ -123,13 +163,24 @@ class GroupCommit:
             # Stopping (the node shuts down): nobody waits for an answer that cannot come.
             self._running = False
             self._space.set()
-            self._fail([*batch, *self._queue], self._stopped())
+            _each([*batch, *self._queue], "failed", self._stopped())
             self._queue = []
 
-    @staticmethod
-    def _fail(batch: list[tuple[str, bytes, Done, Failed]], error: BaseException) -> None:
-        for *_, failed in batch:
-            try:
-                failed(error)
-            except Exception:
-                log.exception("failing an uncommitted command failed")
+    def _drop_blocked(self, batch: list[_Entry]) -> list[_Entry]:
+        if not self.blocked:
+            return batch
+        kept = []
+        for e in batch:
+            if e.room in self.blocked:
+                _each([e], "failed", RoomBlocked(f"room {e.room} is recovering"))
+            else:
+                kept.append(e)
+        return kept
+
+
+def _each(entries: list[_Entry], outcome: str, error: BaseException) -> None:
+    for e in entries:
+        try:
+            getattr(e, outcome)(error)
+        except Exception:
+            log.exception("reporting an uncommitted command failed")

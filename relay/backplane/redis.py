@@ -44,7 +44,7 @@ from coredis.exceptions import ReadOnlyError, RedisError
 from coredis.retry import NoRetryPolicy
 from coredis.tokens import PureToken
 
-from .resp import ReplyError, RespPipe, RespSubscriber
+from .resp import Arg, ReplyError, RespPipe, RespSubscriber
 
 log = logging.getLogger("relay.backplane")
 
@@ -59,19 +59,23 @@ _UNREACHABLE = (
     anyio.ClosedResourceError, anyio.BrokenResourceError,
 )
 
-# KEYS[1]=lease, ARGV[1]=node id, ARGV[2]=ttl ms. Idempotent for the same node, so a
-# retry after a lost reply cannot turn our own successful claim into a "no".
+# A lease's value is its *fence*, ``<node id>/<epoch>``: the epoch (``or:epoch:{room}``)
+# grows with every claim, steal and refence, so an append carrying an older fence can be
+# refused by Redis itself, whenever it arrives (see _APPEND_MANY).
+# KEYS[1]=lease, KEYS[2]=epoch, ARGV[1]=node id, ARGV[2]=ttl ms. Idempotent for the same
+# node, so a retry after a lost reply cannot turn our own successful claim into a "no".
 _CLAIM = """
 local cur = redis.call('GET', KEYS[1])
-if cur == false then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
+if cur then
+  if string.match(cur, '^(.*)/%d+$') == ARGV[1] then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    return cur
+  end
+  return false
 end
-if cur == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
+local v = ARGV[1] .. '/' .. redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], v, 'PX', ARGV[2])
+return v
 """
 # Renew only if still ours (never resurrect a lease that expired or moved).
 _RENEW = """
@@ -86,18 +90,33 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
-# ARGV[3] = liveness key prefix; the owner's liveness key is ARGV[3] .. owner.
+# KEYS[1]=lease, KEYS[2]=epoch; ARGV[3] = liveness key prefix (the owner's liveness key is
+# ARGV[3] .. owner).
 _STEAL = """
 local cur = redis.call('GET', KEYS[1])
-if cur == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
+if cur then
+  local owner = string.match(cur, '^(.*)/%d+$') or cur
+  if owner == ARGV[1] then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    return cur
+  end
+  if redis.call('EXISTS', ARGV[3] .. owner) == 1 then
+    return false
+  end
 end
-if cur and redis.call('EXISTS', ARGV[3] .. cur) == 1 then
-  return 0
+local v = ARGV[1] .. '/' .. redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], v, 'PX', ARGV[2])
+return v
+"""
+# KEYS[1]=lease, KEYS[2]=epoch, ARGV[1]=our fence, ARGV[2]=ttl ms: a new epoch for a lease
+# we hold, so that none of our appends still on the way (outcome unknown) can land later.
+_REFENCE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return false
 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
+local v = string.match(ARGV[1], '^(.*)/%d+$') .. '/' .. redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], v, 'PX', ARGV[2])
+return v
 """
 # KEYS[1]=id key, ARGV[1]=token, ARGV[2]=ttl ms or '' (persistent). Idempotent per token.
 _RESERVE = """
@@ -113,11 +132,17 @@ end
 if cur == ARGV[1] then return 1 end
 return 0
 """
-# Group commit: KEYS[i] is a room log, ARGV[i] its entry; appended in order, one round trip.
+# Group commit, fenced: KEYS come in pairs (room log, its lease) and ARGV in pairs (the
+# fence the entry was made under, the entry). An entry is appended only while its lease
+# still holds that fence; otherwise its id is 0 (refused: it never happened).
 _APPEND_MANY = """
 local ids = {}
-for i, key in ipairs(KEYS) do
-  ids[i] = redis.call('XADD', key, '*', 'd', ARGV[i])
+for i = 1, #KEYS, 2 do
+  if redis.call('GET', KEYS[i + 1]) == ARGV[i] then
+    ids[(i + 1) / 2] = redis.call('XADD', KEYS[i], '*', 'd', ARGV[i + 1])
+  else
+    ids[(i + 1) / 2] = 0
+  end
 end
 return ids
 """
@@ -146,10 +171,19 @@ class BackplaneUnavailable(Exception):
     """Redis could not be reached (timeout, refused, dropped) within the deadline."""
 
 
+class OutcomeUnknown(BackplaneUnavailable):
+    """Commands were sent but no answer came: Redis may still carry them out."""
+
+
+class Fenced(Exception):
+    """An append was refused: the lease no longer holds the fence it was made under."""
+
+
 @dataclass
 class _Lease:
     ttl_ms: int
     valid_until: float  # trio clock; we may act as owner only before this
+    fence: str = ""  # the lease's value in Redis: "<node>/<epoch>"
 
 
 def _leaf(exc: BaseException) -> BaseException:
@@ -165,6 +199,12 @@ def _str(value: str | bytes) -> str:
 
 def _bytes(value: str | bytes) -> bytes:
     return value.encode() if isinstance(value, str) else value
+
+
+def _owner(fence: str) -> str:
+    """The node part of a lease's value ``<node>/<epoch>``."""
+    node, slash, epoch = fence.rpartition("/")
+    return node if slash and epoch.isdigit() else fence
 
 
 def _next_stream_id(stream_id: str) -> str:
@@ -261,6 +301,9 @@ class RedisBackplane:
     def snapshot_key(self, room: str) -> str:
         return self._k("snap", room)
 
+    def epoch_key(self, room: str) -> str:
+        return self._k("epoch", room)
+
     # ------------------------------------------------------------- lifecycle
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -303,7 +346,8 @@ class RedisBackplane:
                     name: client.register_script(src)
                     for name, src in (
                         ("claim", _CLAIM), ("release", _RELEASE), ("steal", _STEAL),
-                        ("reserve", _RESERVE), ("snapshot", _SAVE_SNAPSHOT),
+                        ("refence", _REFENCE), ("reserve", _RESERVE),
+                        ("snapshot", _SAVE_SNAPSHOT),
                     )
                 }
                 try:
@@ -410,23 +454,25 @@ class RedisBackplane:
         Held leases are renewed every ``renew_interval`` while Redis is reachable.
         """
         self._check_ttl(ttl_ms)
-        lease = _Lease(ttl_ms, 0.0)
         started = trio.current_time()
-        ok = await self._script("claim", self.lease_key(room_key), [self.node_id, ttl_ms])
-        if ok:
-            lease.valid_until = started + ttl_ms / 1000
-            self._leases[room_key] = lease
-        return bool(ok)
+        fence = await self._script_value(
+            "claim", [self.lease_key(room_key), self.epoch_key(room_key)],
+            [self.node_id, ttl_ms])
+        if fence is not None:
+            self._leases[room_key] = _Lease(ttl_ms, started + ttl_ms / 1000, fence)
+        return fence is not None
 
     async def owner_of(self, room_key: str) -> str | None:
         key = self.lease_key(room_key)
         value = await self._call("owner_of", lambda c: c.get(key))
-        return value.decode() if value is not None else None
+        return _owner(value.decode()) if value is not None else None
 
     async def release_room(self, room_key: str) -> bool:
         """Delete the lease only if we still own it (CAS); True if it was ours."""
-        self._leases.pop(room_key, None)
-        return bool(await self._script("release", self.lease_key(room_key), [self.node_id]))
+        lease = self._leases.pop(room_key, None)
+        if lease is None:
+            return False
+        return bool(await self._script("release", self.lease_key(room_key), [lease.fence]))
 
     async def steal_if_dead(self, room_key: str, ttl_ms: int) -> bool:
         """Atomically take the lease if its owner's liveness key is gone (or it is free).
@@ -435,12 +481,37 @@ class RedisBackplane:
         """
         self._check_ttl(ttl_ms)
         started = trio.current_time()
-        ok = await self._script(
-            "steal", self.lease_key(room_key), [self.node_id, ttl_ms, self.node_key("")]
-        )
-        if ok:
-            self._leases[room_key] = _Lease(ttl_ms, started + ttl_ms / 1000)
-        return bool(ok)
+        fence = await self._script_value(
+            "steal", [self.lease_key(room_key), self.epoch_key(room_key)],
+            [self.node_id, ttl_ms, self.node_key("")])
+        if fence is not None:
+            self._leases[room_key] = _Lease(ttl_ms, started + ttl_ms / 1000, fence)
+        return fence is not None
+
+    async def refence(self, room_key: str) -> bool:
+        """Move a lease we hold to a new epoch: from then on Redis refuses every append we
+        made under the old one, including any still on the way. False if the lease is not
+        ours any more (then it is forgotten here, without ``on_lease_lost``)."""
+        lease = self._leases.get(room_key)
+        if lease is None:
+            return False
+        started = trio.current_time()
+        fence = await self._script_value(
+            "refence", [self.lease_key(room_key), self.epoch_key(room_key)],
+            [lease.fence, lease.ttl_ms])
+        if self._leases.get(room_key) is not lease:
+            return False
+        if fence is None:
+            del self._leases[room_key]
+            return False
+        lease.fence = fence
+        lease.valid_until = started + lease.ttl_ms / 1000
+        return True
+
+    def fence(self, room_key: str) -> str | None:
+        """The fence our appends for ``room_key`` carry (None: we do not hold it)."""
+        lease = self._leases.get(room_key)
+        return lease.fence if lease is not None else None
 
     def owned_rooms(self) -> frozenset[str]:
         """The leases we currently believe we hold (locally; renewed in the background)."""
@@ -466,6 +537,15 @@ class RedisBackplane:
         result = await self._call(name, lambda c: script(keys=[key], args=args))
         return int(result)
 
+    async def _script_value(self, name: str, keys: list[str], args: list[str | int | bytes]
+                            ) -> str | None:
+        """A script that answers a string or nothing (a Lua ``false``)."""
+        script = self._scripts.get(name)
+        if script is None:
+            raise BackplaneUnavailable(f"{name}: backplane is not running")
+        result = await self._call(name, lambda c: script(keys=keys, args=args))
+        return None if result is None else _str(result)
+
     async def _maintain_once(self) -> None:
         """Heartbeat + renew every lease in one pipeline round-trip."""
         rooms = list(self._leases.items())
@@ -476,7 +556,7 @@ class RedisBackplane:
             async with client.pipeline(transaction=False) as pipe:
                 pipe.set(self.node_key(self.node_id), self.node_id, px=self.node_ttl_ms)
                 for room, lease in rooms:
-                    pipe.eval(_RENEW, [self.lease_key(room)], [self.node_id, lease.ttl_ms])
+                    pipe.eval(_RENEW, [self.lease_key(room)], [lease.fence, lease.ttl_ms])
             return pipe.results or ()
 
         results: tuple[Any, ...] | None
@@ -540,24 +620,42 @@ class RedisBackplane:
         channel = self.inbox_channel(node_id)
         return int((await self._hot("publish", [["PUBLISH", channel, payload]]))[0])
 
-    def publish_nowait(self, node_id: str, payload: bytes) -> bool:
-        """``publish`` without waiting for Redis' reply (pub/sub is at most once anyway);
-        False when the connection is down or backed up: then ``await publish``."""
-        return self._pipe.send_nowait([["PUBLISH", self.inbox_channel(node_id), payload]])
+    def publish_nowait(self, node_id: str, payload: bytes,
+                       on_reply: Callable[[Any], None] | None = None) -> bool:
+        """``publish`` without waiting for Redis' reply; False when the connection is down
+        or backed up: then ``await publish``. ``on_reply`` gets the reply when it comes
+        (the receiver count: 0 means nobody got the message) or a ``ConnectionError``."""
+        return self._pipe.send_nowait([["PUBLISH", self.inbox_channel(node_id), payload]],
+                                      on_reply)
 
-    async def _hot(self, op: str, commands: list[list[Any]]) -> list[Any]:
-        """Hot-path commands on the pipelined connection, with ``_call``'s failure rules."""
+    async def _hot(self, op: str, commands: list[list[Any]], *, unknown: bool = False
+                   ) -> list[Any]:
+        """Hot-path commands on the pipelined connection, with ``_call``'s failure rules.
+
+        With ``unknown``, a failure after the commands were handed to the connection
+        raises ``OutcomeUnknown`` (they may run anyway); before, ``BackplaneUnavailable``.
+        """
+        sent = False
         with trio.move_on_after(self.op_timeout):
             try:
-                replies = await self._pipe.call_many(commands)
+                await self._pipe.wait_connected()
+                waiters = self._pipe.submit(commands)
+                sent = True
+                replies = await self._pipe.replies(waiters)
             except OSError as exc:
-                raise self._unreachable(op, exc) from None
+                error = self._unreachable(op, exc)
+                if sent and unknown:
+                    raise OutcomeUnknown(str(error)) from None
+                raise error from None
             for reply in replies:
                 if isinstance(reply, ReplyError):
                     raise reply
             return replies
         self._pipe.reset()  # an unanswered connection is not reused: start over
-        raise self._unreachable(op, None)
+        error = self._unreachable(op, None)
+        if sent and unknown:
+            raise OutcomeUnknown(str(error))
+        raise error
 
     async def publish_room(self, room: str, payload: bytes) -> int:
         """Publish once to every node subscribed to ``room``; returns the subscriber count."""
@@ -721,24 +819,31 @@ class RedisBackplane:
         assert stream_id is not None
         return stream_id.decode()
 
-    async def append_many(self, entries: Sequence[tuple[str, bytes]]) -> list[str]:
-        """XADD each ``(room, entry)`` to its room's log, in order, in one round trip.
+    async def append_many(self, entries: Sequence[tuple[str, str, bytes]]) -> list[str | None]:
+        """XADD each ``(room, fence, entry)`` to its room's log, in order, in one round trip.
 
         The group commit of the cluster: appends of every room that are ready at the same
-        moment share one script call instead of paying a round trip each.
+        moment share one script call instead of paying a round trip each. An entry whose
+        room's lease no longer holds ``fence`` is refused by Redis (None: it never
+        happened). ``OutcomeUnknown`` when the call was sent and no answer came in time:
+        then some or all of the entries may still land (until their rooms are refenced).
         """
-        keys = [self.log_key(room) for room, _ in entries]
-        args = [entry for _, entry in entries]
+        keys: list[Arg] = []
+        args: list[Arg] = []
+        for room, fence, entry in entries:
+            keys += (self.log_key(room), self.lease_key(room))
+            args += (fence, entry)
         try:
             (ids,) = await self._hot("append", [["EVALSHA", _APPEND_MANY_SHA, len(keys), *keys,
-                                                 *args]])
+                                                 *args]], unknown=True)
         except ReplyError as exc:
             if not str(exc).startswith("NOSCRIPT"):
                 raise
-            # Not cached (first use, or Redis restarted): EVAL loads it too.
+            # Not cached (first use, or Redis restarted): EVAL loads it too. NOSCRIPT
+            # means nothing ran, so sending again is safe.
             (ids,) = await self._hot("append", [["EVAL", _APPEND_MANY, len(keys), *keys,
-                                                 *args]])
-        return [_str(i) for i in ids]
+                                                 *args]], unknown=True)
+        return [None if i == 0 else _str(i) for i in ids]
 
     async def write_stats(self, docs: Sequence[tuple[str, bytes, str, bytes]]) -> None:
         """``SET`` each ``(kv key, value)`` and publish its notice, in one round trip."""
@@ -808,7 +913,7 @@ class RedisBackplane:
                           ids: Sequence[tuple[str, str]] = ()) -> None:
         """Let a room's keys (log, snapshot, given kv keys and ids) expire after ``ttl_ms``
         unless touched again: a room nobody comes back to disappears by itself."""
-        keys = [self.log_key(room), self.snapshot_key(room)]
+        keys = [self.log_key(room), self.snapshot_key(room), self.epoch_key(room)]
         keys += [self._k("kv", key) for key in kv]
         keys += [self._k("id", namespace, id_) for namespace, id_ in ids]
 
@@ -819,8 +924,8 @@ class RedisBackplane:
         await self._call("expire_room", touch)
 
     async def delete_room(self, room: str) -> None:
-        """Delete the room's log and snapshot (leases and ids are released separately)."""
-        keys = [self.log_key(room), self.snapshot_key(room)]
+        """Delete the room's log, snapshot and epoch (leases and ids go separately)."""
+        keys = [self.log_key(room), self.snapshot_key(room), self.epoch_key(room)]
         await self._call("delete_room", lambda c: c.delete(keys))
 
     # ---------------------------------------------------------------- small kv

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -255,8 +255,18 @@ class RespPipe:
         While the connection is being re-established this waits for it: callers bound
         every call with their own deadline.
         """
+        await self.wait_connected()
+        return await self.replies(self.submit(commands))
+
+    async def wait_connected(self) -> None:
         while not self.connected:
             await self._up.wait()
+
+    def submit(self, commands: Sequence[Sequence[Arg]]) -> list[_Waiter]:
+        """Hand commands to the connection (from here on they may reach Redis); their
+        waiters, for ``replies``. The connection must be up (``wait_connected``)."""
+        if not self.connected:
+            raise ConnectionError("the connection to Redis is down")
         waiters = []
         for args in commands:
             self._out.append(encode_command(args))
@@ -264,6 +274,9 @@ class RespPipe:
             self._pending.append(waiter)
             waiters.append(waiter)
         self._write()
+        return waiters
+
+    async def replies(self, waiters: list[_Waiter]) -> list[Any]:
         for waiter in waiters:
             await waiter.done.wait()
         values = [w.value for w in waiters]
@@ -272,15 +285,17 @@ class RespPipe:
                 raise value
         return values
 
-    def send_nowait(self, commands: Sequence[Sequence[Arg]]) -> bool:
-        """Send commands whose replies nobody needs (``PUBLISH``); False when down or
-        when Redis is not keeping up. Like any write, what was sent just before the
-        connection broke may be lost: callers must treat these as at-most-once."""
+    def send_nowait(self, commands: Sequence[Sequence[Arg]],
+                    on_reply: Callable[[Any], None] | None = None) -> bool:
+        """Send commands without waiting for their replies (``PUBLISH``); False when down
+        or when Redis is not keeping up. ``on_reply`` is called with each reply (or a
+        ``ConnectionError`` when the connection broke first: then the command may or may
+        not have run), so a caller can notice a message nobody received."""
         if not self.connected or len(self._pending) >= MAX_UNANSWERED:
             return False
         for args in commands:
             self._out.append(encode_command(args))
-            self._pending.append(_DROP)
+            self._pending.append(_DROP if on_reply is None else on_reply)
         self._write()
         return True
 
@@ -360,9 +375,11 @@ class RespPipe:
                 waiter = self._pending.popleft()
                 if waiter is _DROP:
                     continue
-                assert isinstance(waiter, _Waiter)
-                waiter.value = reply
-                waiter.done.set()
+                if isinstance(waiter, _Waiter):
+                    waiter.value = reply
+                    waiter.done.set()
+                else:
+                    waiter(reply)  # type: ignore[operator]
 
     def _fail_pending(self) -> None:
         if self._up.is_set():
@@ -374,4 +391,6 @@ class RespPipe:
             if isinstance(waiter, _Waiter):
                 waiter.value = error
                 waiter.done.set()
+            elif waiter is not _DROP:
+                waiter(error)  # type: ignore[operator]
 

@@ -49,15 +49,12 @@ class Outgoing:
             self._data = _RELEASED
         return self._payload
 
-    def __getstate__(self) -> tuple[str, bytes]:
-        # Room snapshots (scale-out) pickle replay buffers: keep only the encoded form.
-        return (self.event, self.payload)
-
-    def __setstate__(self, state: tuple[str, bytes]) -> None:
-        self.event, self._payload = state
-        self.event_json = _encode(self.event)
-        self._data = _RELEASED
-        self._cache = None
+    @classmethod
+    def encoded(cls, event: str, payload: bytes) -> Outgoing:
+        """An event whose payload is already JSON text (a room rebuilt from a snapshot)."""
+        out = cls(event, _RELEASED)
+        out._payload = payload
+        return out
 
     def cached(self, key: str) -> bytes | None:
         return self._cache.get(key) if self._cache is not None else None

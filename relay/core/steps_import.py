@@ -1,7 +1,7 @@
 """Pure parts of ``steps/import`` (protocol §6.7 and Appendix C "Markdown import"/"Imports").
 
 Everything here is deterministic and free of I/O so it can be tested exhaustively; the network
-side lives in :mod:`relay.core.notion_fetch`. All user-visible failures are raised as
+side lives in :mod:`relay.server.notion_fetch`. All user-visible failures are raised as
 :class:`ImportFailure`, whose ``message`` becomes both the ERROR alert and the
 ``import_failed`` error text.
 """

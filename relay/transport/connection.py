@@ -1,14 +1,18 @@
 """One WebSocket connection: the handler task reads; a writer task runs only when needed.
 
 Incoming bytes are parsed by ``wsread`` (masking, fragmentation, UTF-8, control frames,
-the size limit); outgoing frames are built by ``wsframe``. An idle connection costs one
-task (its reader): frames are written straight into the socket by whichever task
-produced them while nothing is queued (the fast path), a writer task is started only when
-the kernel pushes back or a replay must be streamed, and heartbeats are driven by one
-server-wide timer.
+the size and frame-count limits); outgoing frames are built by ``wsframe``. An idle
+connection costs one task (its reader): frames are written straight into the socket by
+whichever task produced them while nothing is queued (the fast path), a writer task is
+started only when the kernel pushes back or a replay must be streamed, and heartbeats are
+driven by one server-wide timer.
 
-The outgoing side is a bounded queue of frames and references to sequenced events, and an
-attach streams its replay from the participant's replay buffer (protocol §2.3, Appendix C).
+Every byte a client can make the server hold is bounded (§2.1, §2.3): the live queue by
+``send_queue_frames``/``send_queue_bytes`` (overflow closes with 4002), control replies by
+construction (one pending pong, replaced by a newer one; one heartbeat ping; the rest of
+one partly written frame), control frames by a token bucket of their own. Reading yields
+to other tasks after every message, every ``CONTROL_BATCH`` control frames and every full
+read, so no peer can hold the event loop.
 """
 
 from __future__ import annotations
@@ -16,22 +20,19 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections import deque
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, cast
+from typing import Any, cast
 
 import trio
 
-from relay.core.model import Participant
-from relay.core.outgoing import Outgoing
+from relay.outbox import Outbox
+from relay.ports import ConnectionHost
 
 from . import wsframe
 from .heartbeat import first_ping_delay
 from .ratelimit import RateLimiter
+from .settings import TransportSettings
 from .wsread import BINARY, CLOSE, FAIL, PING, PONG, TEXT, FrameReader
-
-if TYPE_CHECKING:
-    from relay.server import RelayServer
 
 log = logging.getLogger("relay.transport")
 
@@ -48,13 +49,10 @@ CLOSE_REASONS = {
     4002: "slow_consumer", 4003: "replaced", 4004: "heartbeat", 4008: "rate_limited",
 }
 
-
 HANDED_OFF = (1000, "handed off")  # ``_closing`` of a socket given to another process
 
-_NO_QUEUE: deque[tuple[bytes | tuple[Outgoing, int], int]] = deque(maxlen=0)
 
-
-class WebSocketConnection:
+class WebSocketConnection(Outbox):
     """Framing, queues and lifetime shared by every endpoint; subclasses handle messages.
 
     Slots and lazily created queues keep an idle connection small (W3 in bench/).
@@ -62,39 +60,38 @@ class WebSocketConnection:
 
     __slots__ = (
         "_accepting", "_close_sent", "_closing", "_control", "_control_limiter", "_fd",
-        "_flush_deadline", "_frames", "_nursery", "_partial", "_pings", "_pinned", "_pong",
-        "_pre", "_queue", "_queue_bytes", "_send_deadline", "_send_scope", "_wire_dirty",
-        "_writing", "close_code", "config", "cursor", "endpoint", "hb_interval", "hb_slot",
-        "hb_timeout", "ip", "participant", "peer_closed", "ping_due", "pong_deadline",
-        "replay_end", "server", "stream",
+        "_flush_deadline", "_frames", "_nursery", "_partial", "_pings", "_pong",
+        "_send_deadline", "_send_scope", "_wire_dirty", "_writing", "close_code", "conn_id",
+        "endpoint", "hb_interval", "hb_slot", "hb_timeout", "host", "ip", "peer_closed",
+        "ping_due", "pong_deadline", "remote_owner", "settings", "stream",
     )
 
-    def __init__(self, server: RelayServer, stream: trio.SocketStream, ip: str,
-                 trailing: bytes) -> None:
+    def __init__(self, host: ConnectionHost, settings: TransportSettings,
+                 stream: trio.SocketStream, ip: str, trailing: bytes) -> None:
+        super().__init__()
         self.endpoint = "observer"
-        self.server = server
-        self.config = server.config
+        self.host = host
+        self.settings = settings
         self.stream = stream
         self.ip = ip
-        self._frames = FrameReader(self.config.max_message_size, trailing)
+        self.conn_id = 0  # set by the node when it starts serving the connection
+        #: Scale-out: the node that owns this connection's room, when it is another node.
+        self.remote_owner: str | None = None
+        self._frames = FrameReader(settings.max_message_size, trailing)
         try:
             self._fd = stream.socket.fileno()
         except (AttributeError, OSError):
             self._fd = -1
         self._nursery: trio.Nursery | None = None
         # Outgoing order: the rest of a partly written frame, control frames (at most one
-        # pending pong, the heartbeat ping), ``_pre`` (the reply frames of an attach), the
-        # replay range (cursor, replay_end] streamed from ``_pinned``, then ``_queue`` in
-        # enqueue order. Only ``_queue`` counts against the §2.3 bound; the others are
-        # bounded by construction (one frame each, or the room state an attach pinned).
+        # pending pong, the heartbeat ping), then the ``Outbox`` (attach replies, the
+        # replay, live frames). Only the live queue counts against the §2.3 bound; the
+        # rest is bounded by construction.
         self._partial = b""
         self._wire_dirty = False  # a send_all is under way: a frame may be half written
         self._pong: bytes | None = None
         self._control: list[bytes] = []
-        self._control_limiter: RateLimiter | None = None  # created at the first control frame
-        self._pre: list[bytes] = []
-        self._queue = _NO_QUEUE  # replaced by a real deque on first use
-        self._queue_bytes = 0
+        self._control_limiter: RateLimiter | None = None  # made at the first control frame
         self._writing = False  # a writer task is running
         self._send_deadline = math.inf
         self._send_scope: trio.CancelScope | None = None
@@ -105,16 +102,11 @@ class WebSocketConnection:
         self._close_sent: trio.Event | None = None
         self.peer_closed = False
         self.close_code: int | None = None
-        # Heartbeat, driven by ``RelayServer``'s timing wheel.
+        # Heartbeat, driven by the node's timing wheel.
         self.hb_slot = 0
-        self.set_heartbeat(self.config.heartbeat_interval, self.config.heartbeat_timeout)
+        self.set_heartbeat(settings.heartbeat_interval, settings.heartbeat_timeout)
         self.pong_deadline = math.inf
         self._pings = 0
-        # Observer participants (unused on /ws).
-        self.participant: Participant | None = None
-        self.cursor = 0  # highest seq written (or skipped, on a fresh attach)
-        self.replay_end = 0  # the replay streams seqs (cursor, replay_end]
-        self._pinned: list[Outgoing] = []  # their events: seq replay_end - len + 1 ... replay_end
 
     # -- lifetime -----------------------------------------------------------------
     async def run(self) -> None:
@@ -155,9 +147,22 @@ class WebSocketConnection:
     def handed_off(self) -> bool:
         return self._closing is HANDED_OFF
 
+    @property
+    def clean(self) -> bool:
+        """Nothing of the connection's state lives outside the socket and its codec:
+        it may move to another process (``relay.cluster.handoff``)."""
+        return not (self._fd < 0 or self._writing or self._partial or self._control
+                    or self._pong is not None or self.has_pending
+                    or self._closing is not None or self.peer_closed
+                    or self._frames.buffered)
+
+    @property
+    def fd(self) -> int:
+        return self._fd
+
     def hand_off(self) -> None:
-        """The socket now belongs to another process (``relay.handoff``): stop reading,
-        never write again, and end without a close frame (only our descriptor closes)."""
+        """The socket now belongs to another process: stop reading, never write again,
+        and end without a close frame (only our descriptor closes)."""
         self._accepting = False
         self._closing = HANDED_OFF
         self.close_code = 1000
@@ -167,9 +172,7 @@ class WebSocketConnection:
         """After a failure: a 1011 close frame if the wire is between frames, then the end."""
         self._accepting = False
         self.close_code = 1011
-        self.participant = None
-        self._queue.clear()
-        self._pre.clear()
+        self.discard()
         self._control.clear()
         if self._wire_dirty or self.peer_closed or self._fd < 0:
             return  # a frame may be half written, or nobody listens: just drop TCP
@@ -186,6 +189,7 @@ class WebSocketConnection:
 
     def on_close(self) -> None:
         """Called once when the connection is gone."""
+        self.host.connection_closed(self)  # type: ignore[arg-type]
 
     # -- reading ------------------------------------------------------------------
     async def _reader(self) -> None:
@@ -204,11 +208,6 @@ class WebSocketConnection:
                 # The next read will not wait (more is there): let other connections run
                 # first, so a peer that never stops sending cannot hold the loop (§2.1).
                 await trio.lowlevel.checkpoint()
-
-    @property
-    def reader_drained(self) -> bool:
-        """Nothing read from the socket is held back (no part of a frame or message)."""
-        return self._frames.buffered == 0
 
     async def _receive(self, drained: bool = False) -> bytes:
         """The next bytes from the peer (b"" once it is gone).
@@ -247,7 +246,7 @@ class WebSocketConnection:
             if opcode == TEXT:
                 if self._closing is not None:
                     continue
-                self.server.metrics.bytes_in(self.endpoint, size_of(payload))
+                self.host.metrics.bytes_in(self.endpoint, size_of(payload))
                 pending = self.handle_text(payload)
                 if pending is not None:
                     await pending
@@ -265,7 +264,7 @@ class WebSocketConnection:
             elif opcode == BINARY:
                 if self._closing is not None:
                     continue
-                pending = self.handle_binary()
+                pending = self.handle_binary(payload)
                 if pending is not None:
                     await pending
                 await trio.lowlevel.checkpoint()
@@ -290,9 +289,9 @@ class WebSocketConnection:
         limiter = self._control_limiter
         now = trio.current_time()
         if limiter is None:
-            cfg = self.config
+            s = self.settings
             limiter = self._control_limiter = RateLimiter(
-                cfg.rate_limit_rate, cfg.rate_limit_burst, cfg.rate_limit_close_after, now)
+                s.rate_limit_rate, s.rate_limit_burst, s.rate_limit_close_after, now)
         if limiter.take(now):
             return True
         if limiter.drop(now)[1]:
@@ -303,7 +302,7 @@ class WebSocketConnection:
         """Handle one message; may return an awaitable (scale-out routing)."""
         raise NotImplementedError
 
-    def handle_binary(self) -> Awaitable[None] | None:
+    def handle_binary(self, payload: bytes) -> Awaitable[None] | None:
         raise NotImplementedError
 
     # -- writing ------------------------------------------------------------------
@@ -311,13 +310,13 @@ class WebSocketConnection:
         """Queue an unsequenced frame; ``after`` <= cursor places it before the replay."""
         if not self._accepting:
             return
-        if after is not None and self.cursor < self.replay_end and after <= self.cursor:
+        if self.before_replay(after):
             self._pre.append(frame)
             self._kick()
         elif not self._write_now(frame):
             self._enqueue(frame, len(frame))
 
-    def sequenced(self, out: Outgoing, seq: int, size: int) -> None:
+    def sequenced(self, out: Any, seq: int, size: int) -> None:
         """A live sequenced event for our participant (already in its replay buffer)."""
         if not self._accepting or seq <= self.replay_end:
             return
@@ -348,8 +347,8 @@ class WebSocketConnection:
 
         A frame then goes to the kernel from the task that produced it, without waking a
         writer task: a broadcast costs one encode (or none) and one non-blocking ``send``
-        per recipient. Whatever the kernel does not take becomes the first frame of a
-        writer task, so order is kept.
+        per recipient. Whatever the kernel does not take is finished by a writer task
+        before anything else (never a frame inside a frame).
         """
         return self._can_write_now() and self._write_direct(frame)
 
@@ -361,38 +360,25 @@ class WebSocketConnection:
             n = 0
         except OSError:
             return False  # let a writer task meet the error
-        self.server.metrics.bytes_out(self.endpoint, n)
+        self.host.metrics.bytes_out(self.endpoint, n)
         if n < len(frame):
             self._partial = frame[n:]  # goes first, before anything else (even a close)
             self._kick()
         return True
 
-    def _enqueue(self, item: bytes | tuple[Outgoing, int], size: int) -> None:
-        if (len(self._queue) >= self.config.send_queue_frames
-                or self._queue_bytes + size > self.config.send_queue_bytes):
+    def _enqueue(self, item: bytes | tuple[Any, int], size: int) -> None:
+        s = self.settings
+        if (len(self._queue) >= s.send_queue_frames
+                or self._queue_bytes + size > s.send_queue_bytes):
             self.close(4002, "slow consumer")
             return
-        if self._queue is _NO_QUEUE:
-            self._queue = deque()
-        self._queue.append((item, size))
-        self._queue_bytes += size
+        self.enqueue(item, size)
         self._kick()
 
-    def attach(self, participant: Participant, cursor: int, replay_end: int,
-               pinned: list[Outgoing]) -> None:
-        """Bound to ``participant``: stream ``pinned`` (seqs cursor+1..replay_end) first."""
-        self.participant = participant
-        self.cursor = cursor
-        self.replay_end = replay_end
-        self._pinned = pinned
+    def attach(self, cursor: int, replay_end: int, pinned: list[Any]) -> None:
+        super().attach(cursor, replay_end, pinned)
         if cursor < replay_end:
             self._kick()
-
-    def detach(self) -> None:
-        """Unbound again (room/leave): what is queued still goes out, the replay stops."""
-        self.participant = None
-        self.replay_end = self.cursor
-        self._pinned = []
 
     def _kick(self) -> None:
         """Make sure a writer task runs (it ends by itself once everything is out)."""
@@ -401,9 +387,8 @@ class WebSocketConnection:
             self._nursery.start_soon(self._writer)
 
     def _has_pending(self) -> bool:
-        return bool(self._partial or self._control or self._pong is not None or self._pre
-                    or self._queue) or (self.participant is not None
-                                        and self.cursor < self.replay_end)
+        return bool(self._partial or self._control or self._pong is not None
+                    or self.has_pending)
 
     def _next_batch(self) -> list[bytes]:
         batch = [self._partial] if self._partial else []
@@ -414,36 +399,10 @@ class WebSocketConnection:
         if self._pong is not None:
             batch.append(self._pong)
             self._pong = None
-        if self._pre:
-            batch.extend(self._pre)
-            self._pre = []
-        size = 0
-        encode = self.encode_sequenced
-        pinned = self._pinned
-        while self.participant is not None and self.cursor < self.replay_end \
-                and size < MAX_BATCH_BYTES:
-            seq = self.cursor + 1
-            frame = encode(pinned[len(pinned) - (self.replay_end - self.cursor)], seq)
-            batch.append(frame)
-            size += len(frame)
-            self.cursor = seq
-        if self.cursor >= self.replay_end and pinned:
-            self._pinned = []  # streamed: release the events
-        queue = self._queue
-        while queue and size < MAX_BATCH_BYTES:
-            item, item_size = queue.popleft()
-            self._queue_bytes -= item_size
-            if isinstance(item, tuple):
-                out, seq = item
-                frame = encode(out, seq)
-                self.cursor = seq
-            else:
-                frame = item
-            batch.append(frame)
-            size += len(frame)
+        self.take(self.encode_sequenced, MAX_BATCH_BYTES, batch)
         return batch
 
-    def encode_sequenced(self, out: Outgoing, seq: int) -> bytes:
+    def encode_sequenced(self, out: Any, seq: int) -> bytes:
         raise NotImplementedError
 
     async def _send(self, data: bytes) -> bool:
@@ -460,7 +419,7 @@ class WebSocketConnection:
         return not scope.cancelled_caught
 
     async def _writer(self) -> None:
-        metrics = self.server.metrics
+        metrics = self.host.metrics
         try:
             while True:
                 pending = self._has_pending()
@@ -524,13 +483,9 @@ class WebSocketConnection:
         else:
             self._accepting = False
             self._flush_deadline = now
-            self._queue.clear()
-            self._pre.clear()
+            self.discard()
             self._control.clear()
             self._pong = None
-            self._queue_bytes = 0
-            self.participant = None
-            self._pinned = []
         # A write in progress (a peer that stopped reading) gets a bounded grace.
         self._send_deadline = max(self._flush_deadline, now + CLOSE_GRACE)
         if self._send_scope is not None:
@@ -543,17 +498,14 @@ class WebSocketConnection:
         if self._closing is None:
             self._closing = (code, reason)
             self.close_code = code
-        self._queue.clear()
-        self._pre.clear()
+        self.discard()
         self._control.clear()
         self._pong = None
         self._partial = b""
-        self.participant = None
-        self._pinned = []
         self.peer_closed = True
         self._closed_out()
 
-    # -- heartbeat (called by the server's timing wheel) ------------------------------
+    # -- heartbeat (called by the node's timing wheel) --------------------------------
     def set_heartbeat(self, interval: float, timeout: float) -> None:
         self.hb_interval = interval
         self.hb_timeout = timeout

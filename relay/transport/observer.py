@@ -4,45 +4,46 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
 
-from relay.codecs.base import BadFrame, CloseRequest, Incoming, ObserverCodec, Pong, Raw, Ref
+from relay.codecs.base import BadFrame, CloseRequest, Inbound, Incoming, ObserverCodec, Pong, Raw
 from relay.core.context import Session
 from relay.core.errors import EventError
-from relay.core.outgoing import Outgoing
+from relay.ports import ConnectionHost, Ref
+from relay.ports import EventError as ErrorLike
 
 from .connection import WebSocketConnection
-
-if TYPE_CHECKING:
-    from relay.server import RelayServer
+from .ratelimit import RateLimiter
+from .settings import TransportSettings
 
 SIO_CONNECT_DEADLINE = 45.0
 RATE_LIMITED = "rate_limited"
 
 
 class ObserverConnection(WebSocketConnection):
-    __slots__ = ("_first", "_limiter", "cid", "codec", "connect_deadline", "remote_owner",
-                 "replaced", "session")
+    __slots__ = ("_first", "_limiter", "codec", "connect_deadline", "released", "session")
 
-    def __init__(self, server: RelayServer, stream: trio.SocketStream, ip: str, trailing: bytes,
+    def __init__(self, host: ConnectionHost, settings: TransportSettings,
+                 stream: trio.SocketStream, ip: str, trailing: bytes,
                  codec: ObserverCodec) -> None:
-        super().__init__(server, stream, ip, trailing)
+        super().__init__(host, settings, stream, ip, trailing)
         self.codec = codec
         self.endpoint = codec.endpoint
         self.session = Session(ip=ip)
-        self.replaced = False
-        self._limiter = server.new_rate_limiter()
+        #: The core already handled this connection's participant (replaced, kicked, room
+        #: closed, moved): when the connection ends it is not reported offline.
+        self.released = False
+        self._limiter = RateLimiter(settings.rate_limit_rate, settings.rate_limit_burst,
+                                    settings.rate_limit_close_after, trio.current_time())
         self.connect_deadline = math.inf
         if getattr(codec, "open_packet", None) is not None:
             # Socket.IO: Engine.IO's own heartbeat and a deadline for the namespace connect.
-            self.set_heartbeat(self.config.sio_ping_interval, self.config.sio_ping_timeout)
+            self.set_heartbeat(settings.sio_ping_interval, settings.sio_ping_timeout)
             self.connect_deadline = trio.current_time() + SIO_CONNECT_DEADLINE
-        self.cid = 0  # scale-out: this node's id for the connection
-        self.remote_owner: str | None = None  # scale-out: the node that owns our room
         # Scale-out: the joining event of a connection handed over by another node of
-        # this host (``relay.handoff``), handled before anything is read.
+        # this host (``relay.cluster.handoff``), handled before anything is read.
         self._first: Incoming | None = None
 
     def adopt(self, event: str, data: Any, ref: Any) -> None:
@@ -54,24 +55,26 @@ class ObserverConnection(WebSocketConnection):
     async def _reader(self) -> None:
         if self._first is not None:
             first, self._first = self._first, None
-            await self._dispatch([first])
+            pending = self._handle_items([first])
+            if pending is not None:
+                await pending
         await super()._reader()
 
     # -- frames out -----------------------------------------------------------------
-    def encode_sequenced(self, out: Outgoing, seq: int) -> bytes:
-        self.server.metrics.message_out(self.endpoint, out.event)
+    def encode_sequenced(self, out: Any, seq: int) -> bytes:
+        self.host.metrics.message_out(self.endpoint, out.event)
         return self.codec.event_frame(out, seq if self.endpoint == "observer" else None)
 
-    def send_event(self, out: Outgoing, after: int | None = None) -> None:
-        self.server.metrics.message_out(self.endpoint, out.event)
+    def send_event(self, out: Any, after: int | None = None) -> None:
+        self.host.metrics.message_out(self.endpoint, out.event)
         self.push(self.codec.event_frame(out, None), after)
 
     def send_error(self, code: str, message: str, event: str | None, ref: Ref | None) -> None:
-        self.server.metrics.error(code)
+        self.host.metrics.error(code)
         self.push(self.codec.error_frame(code, message, event, ref))
 
-    def send_ack(self, ref: Ref, error: EventError | None) -> None:
-        self.push(self.codec.ack_frame(ref, error))
+    def send_ack(self, ref: Ref, error: ErrorLike | None) -> None:
+        self.push(self.codec.ack_frame(ref, error))  # type: ignore[arg-type]
 
     def close_preamble(self, code: int) -> bytes:
         return self.codec.close_preamble(code)
@@ -82,31 +85,19 @@ class ObserverConnection(WebSocketConnection):
         if codec.costs_token(text) and not self._limiter.take(trio.current_time()):
             self._rate_limited(text)
             return None
-        items = codec.decode(text)
-        cluster = self.server.cluster
-        if cluster is not None and any(isinstance(i, Incoming) for i in items):
-            return self._dispatch(items)
-        self._handle_items(items)
-        return None
+        return self._handle_items(codec.decode(text))
 
-    async def _dispatch(self, items: list[Any]) -> None:
-        """Scale-out: the room may live on another node, so handling awaits."""
-        cluster = self.server.cluster
-        assert cluster is not None
-        for item in items:
+    def _handle_items(self, items: list[Inbound]) -> Awaitable[None] | None:
+        """Carry out decoded items in order; an awaitable when one must wait (scale-out),
+        which then carries out the rest."""
+        for i, item in enumerate(items):
             if isinstance(item, Incoming):
-                self.server.metrics.message_in(self.endpoint, item.event)
-                await cluster.dispatch(self, item.event, item.data, item.ref)
-            else:
-                self._handle_items([item])
-
-    def _handle_items(self, items: list[Any]) -> None:
-        for item in items:
-            if isinstance(item, Incoming):
-                self.server.metrics.message_in(self.endpoint, item.event)
-                self.server.handle_event(self, item.event, item.data, item.ref)
+                self.host.metrics.message_in(self.endpoint, item.event)
+                pending = self.host.observer_event(self, item.event, item.data, item.ref)
+                if pending is not None:
+                    return self._resume(pending, items[i + 1:])
             elif isinstance(item, BadFrame):
-                self.server.metrics.message_in(self.endpoint, item.event or "unknown")
+                self.host.metrics.message_in(self.endpoint, item.event or "unknown")
                 self.send_error(item.code, item.message, item.event, item.ref)
                 if item.ref is not None:
                     self.send_ack(item.ref, EventError(item.code, item.message))
@@ -119,8 +110,15 @@ class ObserverConnection(WebSocketConnection):
                 self.pong_deadline = math.inf
             elif isinstance(item, CloseRequest):
                 self.close(item.code, item.reason)
+        return None
 
-    def handle_binary(self) -> None:  # type: ignore[override]
+    async def _resume(self, pending: Awaitable[None], rest: list[Inbound]) -> None:
+        await pending
+        more = self._handle_items(rest)
+        if more is not None:
+            await more
+
+    def handle_binary(self, payload: bytes) -> None:
         if not self._limiter.take(trio.current_time()):
             self._rate_limited("")
             return
@@ -130,7 +128,7 @@ class ObserverConnection(WebSocketConnection):
 
     def _rate_limited(self, text: str) -> None:
         event, ref = self.codec.peek(text) if text else (None, None)
-        self.server.metrics.rate_limited(self.endpoint)
+        self.host.metrics.rate_limited(self.endpoint)
         tell, close = self._limiter.drop(trio.current_time())
         message = "rate limit exceeded; slow down"
         if tell:
@@ -161,6 +159,3 @@ class ObserverConnection(WebSocketConnection):
     def ping_frame(self) -> bytes:
         ping = getattr(self.codec, "ping_frame", None)
         return ping() if ping is not None else super().ping_frame()
-
-    def on_close(self) -> None:
-        self.server.observer_closed(self)

@@ -1,43 +1,41 @@
-"""``/ws`` seed-dialect connections: text in, ``SignalingHub`` frames out."""
+"""``/ws`` seed-dialect connections: text in, the node's ``SignalingHub`` frames out."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING
 
 import trio
 
 from relay.core.outgoing import encode_json
-from signaling.ws_rooms import rate_limited_frame, type_label
+from relay.ports import ConnectionHost
+from signaling.ws_rooms import rate_limited_frame
 
 from .connection import WebSocketConnection
+from .ratelimit import RateLimiter
+from .settings import TransportSettings
 from .wsframe import text_frame
-
-if TYPE_CHECKING:
-    from relay.server import RelayServer
 
 
 class SignalingConnection(WebSocketConnection):
-    __slots__ = ("_limiter", "cid", "conn_id", "remote_owner", "replaced")
+    __slots__ = ("_limiter", "signaling_id")
 
-    def __init__(self, server: RelayServer, stream: trio.SocketStream, ip: str,
-                 trailing: bytes) -> None:
-        super().__init__(server, stream, ip, trailing)
+    def __init__(self, host: ConnectionHost, settings: TransportSettings,
+                 stream: trio.SocketStream, ip: str, trailing: bytes, signaling_id: int) -> None:
+        super().__init__(host, settings, stream, ip, trailing)
         self.endpoint = "ws"
-        self.conn_id = server.signaling.connect()
-        self._limiter = server.new_rate_limiter()
-        self.cid = 0  # scale-out: this node's id for the connection
-        self.remote_owner: str | None = None  # scale-out: the node holding our room
-        self.replaced = False
+        #: Its id in the node's ``SignalingHub`` (a new one when it joins a room elsewhere).
+        self.signaling_id = signaling_id
+        self._limiter = RateLimiter(settings.rate_limit_rate, settings.rate_limit_burst,
+                                    settings.rate_limit_close_after, trio.current_time())
 
     def handle_text(self, text: str) -> Awaitable[None] | None:
         return self._handle(text, binary=False)
 
-    def handle_binary(self) -> Awaitable[None] | None:
+    def handle_binary(self, payload: bytes) -> Awaitable[None] | None:
         return self._handle(None, binary=True)
 
     def _handle(self, text: str | None, *, binary: bool) -> Awaitable[None] | None:
-        metrics = self.server.metrics
+        metrics = self.host.metrics
         now = trio.current_time()
         if not self._limiter.take(now):
             metrics.rate_limited(self.endpoint)
@@ -48,13 +46,4 @@ class SignalingConnection(WebSocketConnection):
             if close:
                 self.close(4008, "rate limited", flush=True, flush_timeout=0.5)
             return None
-        metrics.message_in(self.endpoint, type_label(text) if text is not None else "unknown")
-        cluster = self.server.cluster
-        if cluster is not None:
-            return cluster.ws_message(self, text, binary)
-        self.server.deliver_signaling(self.server.signaling.receive(self.conn_id, text,
-                                                                     binary=binary))
-        return None
-
-    def on_close(self) -> None:
-        self.server.signaling_closed(self)
+        return self.host.signaling_message(self, text, binary)  # type: ignore[arg-type]

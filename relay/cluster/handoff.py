@@ -26,16 +26,14 @@ import logging
 import os
 import socket
 import struct
-import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 import trio
 
-if TYPE_CHECKING:
-    from relay.codecs.base import Ref
-    from relay.server import RelayServer
-    from relay.transport.observer import ObserverConnection
+from relay.ports import ClusterHost, Ref
+
+from .wire import payload_text, payload_value
 
 log = logging.getLogger("relay.handoff")
 
@@ -48,18 +46,26 @@ def address(node_id: str) -> bytes:
     return b"\0observer-relay-handoff/" + node_id.encode()
 
 
-def _clean(conn: ObserverConnection) -> bool:
-    """Nothing of the connection's state lives outside the socket and the codec."""
-    return not (conn._fd < 0 or conn._writing or conn._partial or conn._control
-                or conn._pong is not None or conn._pre or conn._queue
-                or conn._closing is not None or conn.peer_closed or not conn.reader_drained)
+class HandoffState(msgspec.Struct, array_like=True, frozen=True):
+    """What travels with the socket: the joining event (its payload as JSON text, so
+    any integer a client sent survives) and the Socket.IO session."""
+
+    endpoint: str
+    event: str
+    data: bytes
+    ref: Ref | None
+    sid: str | None
+    socket_sid: str | None
+
+
+_decode_state = msgspec.msgpack.Decoder(HandoffState).decode
 
 
 class Handoff:
     """This node's end: ``serve`` receives sockets, ``give`` passes one on."""
 
-    def __init__(self, server: RelayServer, node_id: str) -> None:
-        self.server = server
+    def __init__(self, host: ClusterHost, node_id: str) -> None:
+        self.host = host
         self.node_id = node_id
         self._not_local: dict[str, float] = {}
 
@@ -78,7 +84,13 @@ class Handoff:
             async with trio.open_nursery() as nursery:
                 while True:
                     sock, _ = await listener.accept()
-                    nursery.start_soon(self._take, sock)
+                    nursery.start_soon(self._take_guarded, sock)
+
+    async def _take_guarded(self, sock: trio.socket.SocketType) -> None:
+        try:
+            await self._take(sock)
+        except Exception:
+            log.exception("taking over a handed-off connection failed")
 
     async def _take(self, sock: trio.socket.SocketType) -> None:
         with sock:
@@ -90,50 +102,31 @@ class Handoff:
                 with trio.fail_after(GIVE_TIMEOUT):
                     blob, fd = await _recv_with_fd(sock)
                 try:
-                    state = msgspec.msgpack.decode(blob)
-                    if self.server.shutting_down:
+                    state = _decode_state(blob)
+                    data = payload_value(state.data)
+                    if self.host.shutting_down:
                         raise ValueError("shutting down")  # the client reconnects elsewhere
-                    conn = self._adopt(fd, state)
-                except Exception:
+                except BaseException:
                     os.close(fd)
                     raise
-            except (OSError, trio.TooSlowError, msgspec.DecodeError, KeyError, ValueError,
-                    TypeError):
-                return
+            except (OSError, trio.TooSlowError, ValueError, RecursionError, TypeError):
+                return  # msgspec.DecodeError is a ValueError
             with contextlib.suppress(OSError):
                 await sock.send(b"k")  # the giver has let go either way
-        await self.server.adopt(conn, state["e"], state["d"], state["ref"])
+        session = {"sid": state.sid, "socket_sid": state.socket_sid}
+        await self.host.adopt(fd, state.endpoint, session, state.event, data, state.ref)
 
-    def _adopt(self, fd: int, state: dict[str, Any]) -> ObserverConnection:
-        from relay.transport.observer import ObserverConnection
-
-        raw = socket.socket(fileno=fd)
-        raw.setblocking(False)
-        stream = trio.SocketStream(trio.socket.from_stdlib_socket(raw))
-        try:
-            ip = sys.intern(raw.getpeername()[0])
-        except OSError:
-            ip = "?"
-        codec = self.server.codec_for(state["ep"])
-        if state.get("sid") is not None:
-            codec.sid = state["sid"]
-            codec.socket_sid = state["ssid"]
-        return ObserverConnection(self.server, stream, ip, b"", codec)
-
-    async def give(self, owner: str, conn: ObserverConnection, event: str, data: Any,
+    async def give(self, owner: str, conn: Any, event: str, data: Any,
                    ref: Ref | None) -> bool:
         """Pass ``conn``'s socket to ``owner``; True once it is gone from this node, False
         (forward instead) when it cannot move or ``owner`` is not reachable here."""
         until = self._not_local.get(owner)
-        if (until is not None and trio.current_time() < until) or not _clean(conn):
+        if (until is not None and trio.current_time() < until) or not conn.clean:
             return False
         codec = conn.codec
-        state = {"ep": conn.endpoint, "e": event, "d": data, "ref": ref,
-                 "sid": getattr(codec, "sid", None), "ssid": getattr(codec, "socket_sid", None)}
-        try:
-            blob = msgspec.msgpack.encode(state)
-        except (TypeError, msgspec.EncodeError):
-            return False
+        state = HandoffState(conn.endpoint, event, payload_text(data), ref,
+                             getattr(codec, "sid", None), getattr(codec, "socket_sid", None))
+        blob = msgspec.msgpack.encode(state)
         if len(blob) > MAX_STATE:
             return False
         sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -147,7 +140,7 @@ class Handoff:
             try:
                 with trio.fail_after(GIVE_TIMEOUT):
                     await sock.sendmsg([blob], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
-                                                 array.array("i", [conn._fd]))])
+                                                 array.array("i", [conn.fd]))])
             except (OSError, trio.TooSlowError):
                 return False  # not sent: still ours
             # From here the owner may be serving the socket: let go of it, whatever

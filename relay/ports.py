@@ -1,0 +1,224 @@
+"""The seams between the parts of the relay: small ``Protocol``s, and nothing else.
+
+Every part of the shell talks to the others through these, never by importing the server
+object and reaching into its dictionaries. This module is a leaf: it imports no part of
+the relay, so every part may import it. Values the core defines (an encoded event, an
+error, a session) appear here as the few attributes the other side actually uses.
+
+Who implements what:
+
+- ``Peer`` — what the core's actions are delivered to: a client connection on this node
+  (``relay.transport.observer``) or the room owner's stand-in for a connection held by
+  another node (``relay.cluster.remote``).
+- ``ConnectionHost`` — what a connection needs from the node it runs on (``relay.server``).
+- ``Backplane`` — where a connection's events go to be applied: this process
+  (``relay.server`` itself, ``memory://``) or the cluster (``relay.cluster``, ``redis://``).
+- ``ClusterHost`` — what the cluster needs from the node (``relay.server``).
+- ``WebHost`` and ``StatsSource`` — what the web port needs (``relay.server``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+Ref = int | str
+
+
+class Session(Protocol):
+    """A connection's binding to a participant (the core's ``Session``)."""
+
+    ip: str
+    room_id: int | None
+    user_id: int | None
+    blocked: bool | None
+
+    @property
+    def bound(self) -> bool: ...
+
+
+class EventError(Protocol):
+    """Why an event failed (the core's ``EventError``)."""
+
+    code: str
+    message: str
+
+
+class Metrics(Protocol):
+    """The counters a connection feeds (``relay.metrics.Metrics``)."""
+
+    def inc(self, name: str, *labels: str, amount: float = 1) -> None: ...
+
+    def message_in(self, endpoint: str, event: str) -> None: ...
+
+    def message_out(self, endpoint: str, event: str) -> None: ...
+
+    def bytes_in(self, endpoint: str, n: int) -> None: ...
+
+    def bytes_out(self, endpoint: str, n: int) -> None: ...
+
+    def error(self, code: str) -> None: ...
+
+    def rate_limited(self, endpoint: str) -> None: ...
+
+
+class Peer(Protocol):
+    """Where the core's actions for one participant's connection are carried out.
+
+    ``out`` is the core's encoded event (``relay.core.outgoing.Outgoing``); ``pinned`` the
+    events an attach streams first (``relay.core.actions.Bind``).
+    """
+
+    endpoint: str
+    #: The core already handled this connection's participant (replaced, kicked, room
+    #: closed, moved): when the connection ends, it must not be reported offline.
+    released: bool
+
+    @property
+    def session(self) -> Session: ...
+
+    def send_event(self, out: Any, after: int | None = None) -> None: ...
+
+    def sequenced(self, out: Any, seq: int, size: int) -> None: ...
+
+    def send_error(self, code: str, message: str, event: str | None, ref: Ref | None) -> None:
+        ...
+
+    def send_ack(self, ref: Ref, error: EventError | None) -> None: ...
+
+    def attach(self, cursor: int, replay_end: int, pinned: list[Any]) -> None: ...
+
+    def detach(self) -> None: ...
+
+    def close(self, code: int, reason: str, *, flush: bool = False) -> None: ...
+
+
+class Connection(Protocol):
+    """A client connection of this node (any endpoint)."""
+
+    ip: str
+    endpoint: str
+    #: This node's id for the connection (unique while the process runs).
+    conn_id: int
+    #: Scale-out: the node that owns the connection's room, when that is another node.
+    remote_owner: str | None
+
+    def push(self, frame: bytes, after: int | None = None) -> None: ...
+
+    def close(self, code: int, reason: str, *, flush: bool = False) -> None: ...
+
+
+class ConnectionHost(Protocol):
+    """What a connection needs from the node it runs on."""
+
+    @property
+    def metrics(self) -> Metrics: ...
+
+    def now(self) -> float: ...
+
+    def observer_event(self, conn: Peer, event: str, data: Any, ref: Ref | None
+                       ) -> Awaitable[None] | None:
+        """Apply one decoded observer event; an awaitable when it must wait (scale-out)."""
+
+    def signaling_message(self, conn: Connection, text: str | None, binary: bool
+                          ) -> Awaitable[None] | None:
+        """One ``/ws`` message (``text`` None for a binary one)."""
+
+    def connection_closed(self, conn: Connection) -> None: ...
+
+
+class Backplane(Protocol):
+    """Where events are applied: this process (``memory://``) or the cluster."""
+
+    def dispatch(self, conn: Peer, event: str, data: Any, ref: Ref | None
+                 ) -> Awaitable[None] | None: ...
+
+    def connection_opened(self, conn: Connection) -> None: ...
+
+    def connection_closed(self, conn: Connection) -> None: ...
+
+
+class StatsEntry(Protocol):
+    room_id: int
+    stats_key: str
+    version: int
+    document: dict[str, Any]
+
+
+class StatsSource(Protocol):
+    """Where the web port reads a room's stats (this process, or the room's owner)."""
+
+    async def get(self, room_id: int) -> StatsEntry | None: ...
+
+    async def wait_change(self, room_id: int) -> None:
+        """Return after the room's stats may have changed (or it was removed)."""
+
+
+class WebHost(Protocol):
+    """What the web port (``stats_web``) needs from the node."""
+
+    stats: StatsSource
+    public_stats: bool
+    relay_port: int
+
+    def now(self) -> float: ...
+
+    def health(self) -> tuple[int, dict[str, Any]]: ...
+
+    def metrics_text(self) -> bytes: ...
+
+    def join_blocked(self, ip: str) -> bool:
+        """The failed-join limit of §4.3 for ``ip`` (stats lookups count too, §8)."""
+
+    def count_join_failure(self, ip: str) -> None: ...
+
+    async def wait_shutdown(self) -> None: ...
+
+    @property
+    def shutting_down(self) -> bool: ...
+
+
+class ClusterHost(Protocol):
+    """What the cluster needs from the node: the core, delivery, and the connections."""
+
+    hub: Any  # relay.core.hub.Hub
+    signaling: Any  # signaling.ws_rooms.SignalingHub
+    backplane_ok: bool
+
+    def now(self) -> float: ...
+
+    def handle_event(self, peer: Peer, event: str, data: Any, ref: Ref | None, *,
+                     now: float | None = None, entropy: Any = None) -> str | None:
+        """Run one event through the core and carry out its actions; its error code."""
+
+    def apply(self, actions: list[Any], sender: Peer | None) -> None: ...
+
+    def peer_of(self, room_id: int, user_id: int) -> Peer | None: ...
+
+    def release_peer(self, room_id: int, user_id: int) -> Peer | None:
+        """Forget the participant's connection without reporting it offline."""
+
+    def room_opened(self, room_id: int) -> None:
+        """A room now lives here (created or rebuilt): give it its nursery."""
+
+    def room_dropped(self, room_id: int) -> None:
+        """The room no longer lives here (it moved): cancel its work."""
+
+    async def wait_stats_change(self, room_id: int) -> None: ...
+
+    def spawn_in_room(self, room_id: int, job: Callable[[], Awaitable[Any]]) -> bool:
+        """Run room-scoped work in the room's nursery (cancelled with the room)."""
+
+    def codec_for(self, endpoint: str) -> Any: ...
+
+    def deliver_signaling(self, frames: list[tuple[int, dict[str, Any]]]) -> None: ...
+
+    def rebind_signaling(self, conn: Connection) -> None:
+        """Give a ``/ws`` connection a fresh signaling id (it joined a room elsewhere)."""
+
+    async def adopt(self, fd: int, endpoint: str, session: dict[str, Any], event: str,
+                    data: Any, ref: Ref | None) -> None:
+        """Serve a client socket another node of this host handed over, from its event."""
+
+    @property
+    def shutting_down(self) -> bool: ...
