@@ -34,7 +34,7 @@ from relay.transport.sio_handshake import check_sio_request
 from relay.transport.wsframe import accept_key
 
 if TYPE_CHECKING:
-    from .node import RelayServer
+    from .base import Node
 
 log = logging.getLogger("relay.server")
 
@@ -48,7 +48,7 @@ WS_PATHS = frozenset({"/ws", "/ws/"})
 
 
 class Listener:
-    def __init__(self, node: RelayServer) -> None:
+    def __init__(self, node: Node) -> None:
         self.node = node
         self.per_ip: dict[str, int] = {}  # open WebSocket connections per client IP
 

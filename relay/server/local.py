@@ -20,7 +20,7 @@ from relay.core.steps_import import ImportFailure
 from relay.ports import Connection, Peer, Ref
 
 if TYPE_CHECKING:
-    from .node import RelayServer
+    from .base import Node
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +34,7 @@ class StatsEntry:
 class LocalStats:
     """A room's stats read live from this process's core."""
 
-    def __init__(self, node: RelayServer) -> None:
+    def __init__(self, node: Node) -> None:
         self.node = node
 
     async def get(self, room_id: int) -> StatsEntry | None:
@@ -52,7 +52,7 @@ class LocalStats:
 class LocalBackplane:
     available = True
 
-    def __init__(self, node: RelayServer) -> None:
+    def __init__(self, node: Node) -> None:
         self.node = node
         self.stats = LocalStats(node)
 

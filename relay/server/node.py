@@ -29,7 +29,7 @@ from relay.codecs.plain import PlainCodec
 from relay.codecs.socketio import SocketIOCodec
 from relay.config import Config
 from relay.core.hub import Hub
-from relay.core.ids import SecureEntropy
+from relay.core.ids import Entropy, SecureEntropy
 from relay.core.outgoing import encode_json
 from relay.metrics import Metrics
 from relay.ports import Connection, Peer, Ref
@@ -60,9 +60,9 @@ class RelayServer:
         ``redis://``); the default keeps every room in this process (``memory://``)."""
         self.config = config
         self.settings = config.transport_settings()
-        self.metrics = Metrics(self._gauges)
+        self._metrics = Metrics(self._gauges)
         self.hub = Hub(config.core_settings())
-        self.entropy = SecureEntropy()
+        self.entropy: Entropy = SecureEntropy()
         # The core's clock: wall-clock seconds that never jump (Trio's clock, offset once).
         self._epoch = time.time() - trio.current_time()
         self.signaling = SignalingHub()
@@ -84,6 +84,10 @@ class RelayServer:
         self.web_port = 0
         self.web_shutdown = trio.Event()
         self._root: trio.Nursery | None = None
+
+    @property
+    def metrics(self) -> Metrics:
+        return self._metrics
 
     # -- running ----------------------------------------------------------------------
     def now(self) -> float:

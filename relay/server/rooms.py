@@ -35,7 +35,7 @@ from relay.ports import Peer, Ref
 from .notion_fetch import fetch_notion_tasks
 
 if TYPE_CHECKING:
-    from .node import RelayServer
+    from .base import Node
 
 log = logging.getLogger("relay.server")
 
@@ -52,7 +52,7 @@ class RoomRuntime:
 
 
 class RoomShell:
-    def __init__(self, node: RelayServer) -> None:
+    def __init__(self, node: Node) -> None:
         self.node = node
         self.hub = node.hub
         self.metrics = node.metrics
