@@ -1,28 +1,25 @@
-"""Observer connections (plain and Socket.IO framings): codec in, core out."""
+"""Observer connections over WebSocket (plain and Socket.IO framings): codec in, core out."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable
 from typing import Any
 
 import trio
 
-from relay.codecs.base import BadFrame, CloseRequest, Inbound, Incoming, ObserverCodec, Pong, Raw
+from relay.codecs.base import Incoming, ObserverCodec
 from relay.core.context import Session
-from relay.core.errors import EventError
-from relay.ports import ConnectionHost, Ref
-from relay.ports import EventError as ErrorLike
+from relay.ports import ConnectionHost
 
 from .connection import WebSocketConnection
+from .framing import ObserverFraming
 from .ratelimit import RateLimiter
 from .settings import TransportSettings
 
 SIO_CONNECT_DEADLINE = 45.0
-RATE_LIMITED = "rate_limited"
 
 
-class ObserverConnection(WebSocketConnection):
+class ObserverConnection(ObserverFraming, WebSocketConnection):
     __slots__ = ("_first", "_limiter", "codec", "connect_deadline", "released", "session")
 
     def __init__(self, host: ConnectionHost, settings: TransportSettings,
@@ -60,83 +57,9 @@ class ObserverConnection(WebSocketConnection):
                 await pending
         await super()._reader()
 
-    # -- frames out -----------------------------------------------------------------
-    def encode_sequenced(self, out: Any, seq: int) -> bytes:
-        self.host.metrics.message_out(self.endpoint, out.event)
-        return self.codec.event_frame(out, seq if self.endpoint == "observer" else None)
-
-    def send_event(self, out: Any, after: int | None = None) -> None:
-        self.host.metrics.message_out(self.endpoint, out.event)
-        self.push(self.codec.event_frame(out, None), after)
-
-    def send_error(self, code: str, message: str, event: str | None, ref: Ref | None) -> None:
-        self.host.metrics.error(code)
-        self.push(self.codec.error_frame(code, message, event, ref))
-
-    def send_ack(self, ref: Ref, error: ErrorLike | None) -> None:
-        self.push(self.codec.ack_frame(ref, error))  # type: ignore[arg-type]
-
     def close_preamble(self, code: int) -> bytes:
-        return self.codec.close_preamble(code)
-
-    # -- frames in -------------------------------------------------------------------
-    def handle_text(self, text: str) -> Awaitable[None] | None:
-        codec = self.codec
-        if codec.costs_token(text) and not self._limiter.take(trio.current_time()):
-            self._rate_limited(text)
-            return None
-        return self._handle_items(codec.decode(text))
-
-    def _handle_items(self, items: list[Inbound]) -> Awaitable[None] | None:
-        """Carry out decoded items in order; an awaitable when one must wait (scale-out),
-        which then carries out the rest."""
-        for i, item in enumerate(items):
-            if isinstance(item, Incoming):
-                self.host.metrics.message_in(self.endpoint, item.event)
-                pending = self.host.observer_event(self, item.event, item.data, item.ref)
-                if pending is not None:
-                    return self._resume(pending, items[i + 1:])
-            elif isinstance(item, BadFrame):
-                self.host.metrics.message_in(self.endpoint, item.event or "unknown")
-                self.send_error(item.code, item.message, item.event, item.ref)
-                if item.ref is not None:
-                    self.send_ack(item.ref, EventError(item.code, item.message))
-            elif isinstance(item, Raw):
-                # Framing answers (Engine.IO pongs with any payload a client chose, connect
-                # replies) go through the bounded queue: a client that sends them and never
-                # reads is a slow consumer (4002), not a memory leak.
-                self.push(item.payload)
-            elif isinstance(item, Pong):
-                self.pong_deadline = math.inf
-            elif isinstance(item, CloseRequest):
-                self.close(item.code, item.reason)
-        return None
-
-    async def _resume(self, pending: Awaitable[None], rest: list[Inbound]) -> None:
-        await pending
-        more = self._handle_items(rest)
-        if more is not None:
-            await more
-
-    def handle_binary(self, payload: bytes) -> None:
-        if not self._limiter.take(trio.current_time()):
-            self._rate_limited("")
-            return
-        for item in self.codec.binary():
-            if isinstance(item, BadFrame):
-                self.send_error(item.code, item.message, item.event, item.ref)
-
-    def _rate_limited(self, text: str) -> None:
-        event, ref = self.codec.peek(text) if text else (None, None)
-        self.host.metrics.rate_limited(self.endpoint)
-        tell, close = self._limiter.drop(trio.current_time())
-        message = "rate limit exceeded; slow down"
-        if tell:
-            self.send_error(RATE_LIMITED, message, event, ref)
-        if ref is not None:
-            self.send_ack(ref, EventError(RATE_LIMITED, message))
-        if close:
-            self.close(4008, "rate limited", flush=True, flush_timeout=0.5)
+        preamble: bytes = self.codec.close_preamble(code)
+        return preamble
 
     # -- lifetime ----------------------------------------------------------------------
     def on_open(self) -> None:
