@@ -7,10 +7,10 @@ upgrade of ``relay.transport.http``, ``wsframe.accept_key``, and a subclass of t
 ``WebSocketConnection``, whose reader, frame parser (``wsread``), control-frame handling,
 writer and close logic are what is under test. Only the message handling is the echo's.
 
-The connection wants a server object; :class:`EchoHost` is the little of ``RelayServer``
-it reads (``config`` and ``metrics``), kept here so that it is easy to adapt when the
-server class changes. The bounds are raised for Autobahn's section 9, whose messages reach
-16 MiB and 65,537 frames (the relay's defaults are 4 MiB and 1,000 frames, §2.1).
+The connection talks to its node through ``relay.ports.ConnectionHost``; :class:`EchoHost`
+is a minimal one (metrics, a clock, and the callbacks the echo does not use). The bounds
+are raised for Autobahn's section 9, whose messages reach 16 MiB and 65,537 frames (the
+relay's defaults are 4 MiB and 1,000 frames, §2.1).
 """
 
 from __future__ import annotations
@@ -18,22 +18,19 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-from collections import deque
 from collections.abc import Awaitable
 from functools import partial
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 import trio
 
+from relay.codecs import wsframe
 from relay.config import Config
 from relay.metrics import Metrics
-from relay.transport import wsframe
 from relay.transport.connection import WebSocketConnection
 from relay.transport.http import read_request, send_answer, send_switching, upgrade_refusal
-from relay.transport.wsread import BINARY, FrameReader
-
-if TYPE_CHECKING:
-    from relay.server import RelayServer
+from relay.transport.settings import TransportSettings
+from relay.transport.wsread import FrameReader
 
 log = logging.getLogger("conformance.echo")
 
@@ -55,7 +52,7 @@ def echo_config(**changes: Any) -> Config:
 
 @dataclasses.dataclass(slots=True)
 class EchoHost:
-    """What ``WebSocketConnection`` reads of its server, and what the echo server counts."""
+    """A ``relay.ports.ConnectionHost`` for echo connections, and what the server counts."""
 
     config: Config = dataclasses.field(default_factory=echo_config)
     max_frames: int = MAX_FRAMES
@@ -63,25 +60,21 @@ class EchoHost:
     connections: int = 0
     errors: list[str] = dataclasses.field(default_factory=list)  # unexpected exceptions
 
+    @property
+    def settings(self) -> TransportSettings:
+        return self.config.transport_settings()
 
-class _BinaryKeepingReader(FrameReader):
-    """The relay's frame reader, keeping binary payloads for ``handle_binary``.
+    def now(self) -> float:
+        return trio.current_time()
 
-    ``WebSocketConnection._feed`` calls ``handle_binary()`` without the payload (no
-    endpoint uses binary messages); the connection handles a batch's events in order,
-    so the oldest kept payload is always the one being handled.
-    """
+    def observer_event(self, conn: Any, event: str, data: Any, ref: Any) -> None:
+        return None
 
-    __slots__ = ("binaries",)
+    def signaling_message(self, conn: Any, text: str | None, binary: bool) -> None:
+        return None
 
-    def __init__(self, max_size: int, pending: bytes, max_frames: int) -> None:
-        super().__init__(max_size, pending, max_frames)
-        self.binaries: deque[bytes] = deque()
-
-    def feed(self, data: bytes) -> list[tuple[int, Any]]:
-        events = super().feed(data)
-        self.binaries.extend(payload for opcode, payload in events if opcode == BINARY)
-        return events
+    def connection_closed(self, conn: Any) -> None:
+        pass
 
 
 class EchoConnection(WebSocketConnection):
@@ -89,18 +82,16 @@ class EchoConnection(WebSocketConnection):
 
     def __init__(self, host: EchoHost, stream: trio.SocketStream, ip: str,
                  trailing: bytes) -> None:
-        # The connection only reads ``config`` and ``metrics`` of its server.
-        super().__init__(cast("RelayServer", host), stream, ip, trailing)
-        reader = _BinaryKeepingReader(self.config.max_message_size, trailing, host.max_frames)
-        self._frames = reader
-        self._binaries = reader.binaries
+        settings = host.settings
+        super().__init__(host, settings, stream, ip, trailing)
+        self._frames = FrameReader(settings.max_message_size, trailing, host.max_frames)
 
     def handle_text(self, text: str) -> Awaitable[None] | None:
         self.push(wsframe.text_frame(text.encode("utf-8")))
         return None
 
-    def handle_binary(self) -> Awaitable[None] | None:
-        self.push(wsframe.binary_frame(self._binaries.popleft()))
+    def handle_binary(self, payload: bytes) -> Awaitable[None] | None:
+        self.push(wsframe.binary_frame(payload))
         return None
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 def server_texts(data: bytes) -> list[str]:
     """The text messages of server frame bytes; AssertionError unless they are well formed.
 
-    Well formed means what ``relay.transport.wsframe.text_frame`` promises: FIN set, no
+    Well formed means what ``relay.codecs.wsframe.text_frame`` promises: FIN set, no
     reserved bits, opcode text, no mask, the shortest length encoding, UTF-8 payload, and
     nothing left over.
     """

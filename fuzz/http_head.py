@@ -27,6 +27,7 @@ from typing import Any
 import trio
 import trio.testing
 
+from relay.codecs.wsframe import accept_key
 from relay.transport.http import (
     MAX_REQUEST_HEAD,
     Request,
@@ -35,7 +36,6 @@ from relay.transport.http import (
     upgrade_refusal,
 )
 from relay.transport.sio_handshake import check_sio_request
-from relay.transport.wsframe import accept_key
 
 from .common import fuzz_main, split
 

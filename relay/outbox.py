@@ -80,6 +80,20 @@ class Outbox:
         self.bound = False
         self._pinned = []
 
+    def take_over(self, other: Outbox, first: list[bytes]) -> None:
+        """Carry on for ``other`` (a session changing transport): its attach replies,
+        replay and live frames follow whatever this one holds, ``first`` ahead of them."""
+        self._pre = self._pre + first + other._pre
+        if other._queue:
+            if self._queue is _NO_QUEUE:
+                self._queue = deque()
+            self._queue.extend(other._queue)
+            self._queue_bytes += other._queue_bytes
+        self.bound = other.bound
+        self.cursor = other.cursor
+        self.replay_end = other.replay_end
+        self._pinned = other._pinned
+
     @property
     def has_pending(self) -> bool:
         return bool(self._pre or self._queue) or self.replaying

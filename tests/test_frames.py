@@ -121,6 +121,7 @@ async def test_event_of_64_characters_is_a_valid_frame(relay: Relay) -> None:
 
 BAD_REFS: list[Any] = [
     True, False, 1.5, 1.0, 1e3, -2.5, [], [1], {}, {"id": 1}, "", "r" * 65, "é" * 65,
+    2**53, -(2**53), 10**30,  # integers beyond ±(2**53-1) (Appendix D)
 ]
 
 
@@ -135,7 +136,8 @@ async def test_bad_ref(relay: Relay) -> None:
     await still_works(c)
 
 
-GOOD_REFS: list[Any] = [0, -1, 7, 2**53 + 1, 10**30, "j", "r" * 64, "é" * 64, "🙂" * 64, "1",
+GOOD_REFS: list[Any] = [0, -1, 7, 2**53 - 1, -(2**53 - 1), "j", "r" * 64, "é" * 64, "🙂" * 64,
+                        "1",
                         " ", "null"]
 
 

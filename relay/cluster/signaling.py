@@ -16,8 +16,8 @@ import msgspec
 import trio
 
 from relay.backplane.redis import BackplaneUnavailable
+from relay.codecs.wsframe import text_frame
 from relay.core.outgoing import encode_json
-from relay.transport.wsframe import text_frame
 
 from .context import ClusterContext
 from .wire import Frames, WsForward, WsGone, WsResult

@@ -15,9 +15,9 @@ import msgspec
 
 from relay.core.errors import EventError
 from relay.core.outgoing import Outgoing, encode_json
-from relay.transport.wsframe import text_frame
 
 from .base import JSON_ERRORS, MAX_SAFE_INTEGER, BadFrame, Inbound, Incoming, Ref, json_error
+from .wsframe import text_frame
 
 assert MAX_SAFE_INTEGER == 9_007_199_254_740_991  # the literal in valid_ref
 

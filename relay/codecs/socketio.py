@@ -58,7 +58,6 @@ import msgspec
 
 from relay.core.errors import EventError
 from relay.core.outgoing import Outgoing, encode_json
-from relay.transport.wsframe import text_frame
 
 from .base import (
     JSON_ERRORS,
@@ -72,6 +71,7 @@ from .base import (
     Ref,
     json_error,
 )
+from .wsframe import text_frame
 
 __all__ = ["TERMINAL_CLOSE_CODES", "SocketIOCodec", "new_sid"]
 

@@ -18,20 +18,21 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from relay.codecs.wsframe import accept_key
 from relay.ports import Ref
 from relay.transport.connection import CLOSE_REASONS, WebSocketConnection
 from relay.transport.http import (
-    Request,
     origin_allowed,
     read_request,
+    send_answer,
     send_body,
     send_json,
     send_switching,
+    upgrade_refusal,
 )
 from relay.transport.observer import ObserverConnection
 from relay.transport.signaling import SignalingConnection
 from relay.transport.sio_handshake import check_sio_request
-from relay.transport.wsframe import accept_key
 
 if TYPE_CHECKING:
     from .base import Node
@@ -104,7 +105,7 @@ class Listener:
         if node.shutting_down:
             await send_json(stream, 503, {"status": "shutting_down"})
             return
-        if not request.is_upgrade:
+        if not request.asks_upgrade:
             if path == "/healthz" and request.method in ("GET", "HEAD"):
                 status, body = node.health()
                 await send_json(stream, status, body, head=request.method == "HEAD")
@@ -126,10 +127,11 @@ class Listener:
             if answer is not None:
                 await send_body(stream, *answer)
                 return
-        key = _handshake_key(request)
-        if key is None:
-            await send_json(stream, 400, {"error": "bad_websocket_handshake"})
+        refusal = upgrade_refusal(request)  # §2.1: 400, or 426 + Sec-WebSocket-Version: 13
+        if refusal is not None:
+            await send_answer(stream, *refusal)
             return
+        key = request.headers["sec-websocket-key"]  # one canonical base64 key of 16 bytes
         cap = node.config.max_connections_per_ip
         if cap and self.per_ip.get(ip, 0) >= cap:
             await send_json(stream, 429, {"error": "too_many_connections"})
@@ -191,10 +193,3 @@ class Listener:
             reason = "handed_off" if conn.handed_off else CLOSE_REASONS.get(code, "normal")
             node.metrics.inc("observer_disconnects", reason)
 
-
-def _handshake_key(request: Request) -> str | None:
-    """The ``Sec-WebSocket-Key`` of an acceptable upgrade request, else None."""
-    key = request.headers.get("sec-websocket-key")
-    if not key or request.headers.get("sec-websocket-version") != "13" or not key.isascii():
-        return None
-    return key

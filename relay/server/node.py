@@ -27,6 +27,7 @@ import trio
 from relay.codecs.base import ObserverCodec
 from relay.codecs.plain import PlainCodec
 from relay.codecs.socketio import SocketIOCodec
+from relay.codecs.wsframe import text_frame
 from relay.config import Config
 from relay.core.hub import Hub
 from relay.core.ids import Entropy, SecureEntropy
@@ -34,7 +35,6 @@ from relay.core.outgoing import encode_json
 from relay.metrics import Metrics
 from relay.ports import Connection, Peer, Ref
 from relay.transport.heartbeat import TICK, HeartbeatWheel
-from relay.transport.wsframe import text_frame
 from signaling.ws_rooms import SignalingHub, type_label
 
 from .listen import Listener

@@ -25,10 +25,10 @@ from typing import Any, cast
 
 import trio
 
+from relay.codecs import wsframe
 from relay.outbox import Outbox
 from relay.ports import ConnectionHost
 
-from . import wsframe
 from .heartbeat import first_ping_delay
 from .ratelimit import RateLimiter
 from .settings import TransportSettings

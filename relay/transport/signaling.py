@@ -6,6 +6,7 @@ from collections.abc import Awaitable
 
 import trio
 
+from relay.codecs.wsframe import text_frame
 from relay.core.outgoing import encode_json
 from relay.ports import ConnectionHost
 from signaling.ws_rooms import rate_limited_frame
@@ -13,7 +14,6 @@ from signaling.ws_rooms import rate_limited_frame
 from .connection import WebSocketConnection
 from .ratelimit import RateLimiter
 from .settings import TransportSettings
-from .wsframe import text_frame
 
 
 class SignalingConnection(WebSocketConnection):

@@ -50,3 +50,25 @@ def pong_frame(payload: bytes = b"") -> bytes:
 def accept_key(key: str) -> str:
     digest = hashlib.sha1(key.encode("ascii") + _GUID).digest()
     return base64.b64encode(digest).decode("ascii")
+
+
+def ws_payloads(frames: bytes) -> list[bytes]:
+    """The payloads of server frames built here (unmasked, complete, back to back).
+
+    A long-polling session queues the same encoded frames a WebSocket session gets (one
+    encode per event for every recipient); its ``GET`` answers with their payloads.
+    """
+    out = []
+    pos, end = 0, len(frames)
+    while pos < end:
+        n = frames[pos + 1] & 0x7F
+        head = pos + 2
+        if n == 126:
+            n = int.from_bytes(frames[head:head + 2], "big")
+            head += 2
+        elif n == 127:
+            n = int.from_bytes(frames[head:head + 8], "big")
+            head += 8
+        out.append(frames[head:head + n])
+        pos = head + n
+    return out
