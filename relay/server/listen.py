@@ -20,7 +20,7 @@ import trio
 
 from relay.codecs.wsframe import accept_key
 from relay.ports import Ref
-from relay.transport.connection import CLOSE_REASONS, WebSocketConnection
+from relay.transport.connection import WebSocketConnection
 from relay.transport.http import (
     origin_allowed,
     read_request,
@@ -31,6 +31,7 @@ from relay.transport.http import (
     upgrade_refusal,
 )
 from relay.transport.observer import ObserverConnection
+from relay.transport.reading import CLOSE_REASONS
 from relay.transport.signaling import SignalingConnection
 from relay.transport.sio_handshake import check_sio_request
 

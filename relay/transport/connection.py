@@ -21,7 +21,7 @@ import logging
 import math
 import os
 from collections.abc import Awaitable
-from typing import Any, cast
+from typing import Any
 
 import trio
 
@@ -31,23 +31,16 @@ from relay.ports import ConnectionHost
 
 from .heartbeat import first_ping_delay
 from .ratelimit import RateLimiter
+from .reading import READ_SIZE, receive, size_of
 from .settings import TransportSettings
 from .wsread import BINARY, CLOSE, FAIL, PING, PONG, TEXT, FrameReader
 
 log = logging.getLogger("relay.transport")
 
 MAX_BATCH_BYTES = 512 * 1024
-READ_SIZE = 65536
 CLOSE_WAIT = 2.0  # flushing closes (room closed) and waiting for the peer's close frame
 CLOSE_GRACE = 5.0  # longest a write may block once the connection is closing
 CONTROL_BATCH = 64  # control frames handled between two checkpoints of one reader
-
-# Close codes to the metric's disconnect reasons.
-CLOSE_REASONS = {
-    1000: "normal", 1001: "shutdown", 1002: "protocol", 1007: "protocol", 1008: "protocol",
-    1009: "too_large", 1011: "internal", 4000: "room_closed", 4001: "kicked",
-    4002: "slow_consumer", 4003: "replaced", 4004: "heartbeat", 4008: "rate_limited",
-}
 
 HANDED_OFF = (1000, "handed off")  # ``_closing`` of a socket given to another process
 
@@ -196,7 +189,7 @@ class WebSocketConnection(Outbox):
         await self._feed(b"")  # frames that arrived with the handshake
         drained = False
         while not self.peer_closed:
-            data = await self._receive(drained)
+            data = await receive(self._fd, self.stream, drained)
             if not data:
                 self.peer_closed = True
                 self._abort(1006, "connection lost")
@@ -208,37 +201,6 @@ class WebSocketConnection(Outbox):
                 # The next read will not wait (more is there): let other connections run
                 # first, so a peer that never stops sending cannot hold the loop (§2.1).
                 await trio.lowlevel.checkpoint()
-
-    async def _receive(self, drained: bool = False) -> bytes:
-        """The next bytes from the peer (b"" once it is gone).
-
-        Reads the non-blocking socket directly and waits with ``wait_readable`` only when
-        it is empty, or first when the caller knows it is (``drained``: epoll reports data
-        that is already there, so nothing is missed). Besides saving the stream layers'
-        work per read, this matters for pauses: a waiting reader is a chain of fresh
-        coroutine objects, and with thousands of connections those chains are most of the
-        young GC generation (bench W4); this wait is about a third the size of
-        ``receive_some``'s.
-        """
-        fd = self._fd
-        if fd < 0:
-            try:
-                return cast(bytes, await self.stream.receive_some(READ_SIZE))
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                return b""
-        while True:
-            if not drained:
-                try:
-                    return os.read(fd, READ_SIZE)
-                except BlockingIOError:
-                    pass
-                except OSError:
-                    return b""
-            drained = False
-            try:
-                await trio.lowlevel.wait_readable(fd)
-            except (trio.ClosedResourceError, trio.BusyResourceError, OSError):
-                return b""
 
     async def _feed(self, data: bytes) -> None:
         controls = 0
@@ -532,7 +494,3 @@ class WebSocketConnection(Outbox):
     def ping_frame(self) -> bytes:
         self._pings += 1
         return wsframe.ping_frame(str(self._pings).encode())
-
-
-def size_of(text: str) -> int:
-    return len(text) if text.isascii() else len(text.encode("utf-8"))
