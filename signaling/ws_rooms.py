@@ -12,15 +12,47 @@ enforced, users learn when their host leaves, and membership is never left half-
 
 from __future__ import annotations
 
-import json
-import re
-import secrets
-import string
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Protocol
 
 from signaling.rules import MAX_SDP_BYTES, candidate_ok, utf8_size
+from signaling.ws_frames import (
+    BINARY,
+    HOST_CANNOT_OFFER,
+    HOST_CANNOT_REQUEST,
+    HOST_LEFT,
+    INVALID_CANDIDATE,
+    INVALID_JSON,
+    INVALID_SDP,
+    JOIN_FIRST,
+    MESSAGE_TYPES,
+    NOT_OBJECT,
+    ONLY_HOST_ALLOWS,
+    ONLY_HOST_ANSWERS,
+    ROOM_ID_ALPHABET,
+    ROOM_ID_LENGTH,
+    ROOM_ID_RE,
+    ROOM_ID_REQUIRED,
+    ROOM_NOT_FOUND,
+    ROOMLESS_TYPES,
+    TOO_MANY_FAILURES,
+    TYPE_REQUIRED,
+    USER_NOT_FOUND,
+    USERNAME_TAKEN,
+    Frame,
+    Outgoing,
+    check_username,
+    error,
+    invalid_room,
+    loads,
+    new_room_id,
+    normalise_room_id,
+    peek_type,
+    printable_for_echo,
+    rate_limited_frame,
+    type_label,
+)
 
 __all__ = [
     "MESSAGE_TYPES",
@@ -28,6 +60,7 @@ __all__ = [
     "ROOM_ID_LENGTH",
     "Frame",
     "HubSnapshot",
+    "JoinLimiter",
     "Outgoing",
     "SignalingHub",
     "new_room_id",
@@ -36,130 +69,15 @@ __all__ = [
     "type_label",
 ]
 
-Frame = dict[str, Any]
-Outgoing = tuple[int, Frame]
 
-ROOM_ID_ALPHABET: Final = string.ascii_lowercase + string.digits
-ROOM_ID_LENGTH: Final = 6
-_ROOM_ID_RE: Final = re.compile(rf"[a-z0-9]{{{ROOM_ID_LENGTH}}}")
-MAX_USERNAME_CHARS: Final = 30
+class JoinLimiter(Protocol):
+    """Failed joins per client IP over a sliding window (§4.3), e.g. the observer core's
+    ``relay.core.limits.JoinFailures``: ``/ws`` joins, observer joins and the web port's
+    stats lookups share one counter, so guessing ids costs the same wherever it is tried."""
 
-MESSAGE_TYPES: Final[frozenset[str]] = frozenset(
-    {
-        "CREATE_ROOM",
-        "JOIN_ROOM",
-        "LEAVE_ROOM",
-        "REQUEST_SHARING",
-        "ALLOW_SHARING",
-        "STOP_SHARING",
-        "RCP_OFFER",
-        "RCP_ANSWER",
-        "ICE_CANDIDATE",
-    }
-)
-"""Client message types of §7; anything else is ``Unknown message type``."""
+    def blocked(self, ip: str, now: float) -> bool: ...
 
-_ROOMLESS_TYPES: Final = frozenset({"CREATE_ROOM", "JOIN_ROOM"})
-
-# Exact error texts of §7.
-_INVALID_JSON: Final = "Invalid JSON"
-_NOT_OBJECT: Final = "Message must be a JSON object"
-_TYPE_REQUIRED: Final = "Message type is required"
-_BINARY: Final = "Binary frames are not supported"
-_JOIN_FIRST: Final = "You must join a room first"
-_USERNAME_MISSING: Final = "Username missing"
-_USERNAME_INVALID: Final = "Invalid username"
-_USERNAME_TAKEN: Final = "Username already exists in this room"
-_ROOM_ID_REQUIRED: Final = "Room ID is required"
-_ROOM_NOT_FOUND: Final = "Room with given ID not found"
-_USER_NOT_FOUND: Final = "User not found"
-_ONLY_HOST_ALLOWS: Final = "Only the host can allow sharing"
-_ONLY_HOST_ANSWERS: Final = "Only the host can send an answer"
-_HOST_CANNOT_REQUEST: Final = "The host cannot request sharing"
-_HOST_CANNOT_OFFER: Final = "The host cannot send an offer"
-_HOST_LEFT: Final = "The host has left the room"
-_INVALID_SDP: Final = "Invalid SDP"
-_INVALID_CANDIDATE: Final = "Invalid ICE candidate"
-_RATE_LIMITED: Final = "Rate limit exceeded"
-
-
-def _error(message: str) -> Frame:
-    return {"type": "ERROR", "message": message}
-
-
-def rate_limited_frame() -> Frame:
-    """The frame a rate-limited ``/ws`` connection receives (at most once per second, §2.2)."""
-    return _error(_RATE_LIMITED)
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _parse_float(text: str) -> float:
-    # ``1e400`` would become ``inf`` and could never be re-encoded as JSON; RFC 8259 lets an
-    # implementation limit the range of numbers, so such text is treated as invalid.
-    value = float(text)
-    if value in (float("inf"), float("-inf")):
-        raise ValueError("number out of range")
-    return value
-
-
-def _loads(text: str) -> Any:
-    """Strict JSON: no ``NaN``/``Infinity``, duplicate keys resolved last-wins (§0)."""
-    return json.loads(text, parse_constant=_reject_constant, parse_float=_parse_float)
-
-
-def peek_type(text: str | bytes | None) -> str | None:
-    """The ``type`` of a message if it is a readable JSON object with a string ``type``.
-
-    Used for messages dropped by the rate limiter (read only for their name, §2.2). The value
-    is client-controlled: label metrics with :func:`type_label` instead.
-    """
-    if not isinstance(text, str):
-        return None
-    try:
-        message = _loads(text)
-    except (ValueError, RecursionError):
-        return None
-    if isinstance(message, dict):
-        kind = message.get("type")
-        if isinstance(kind, str):
-            return kind
-    return None
-
-
-def type_label(text: str | bytes | None) -> str:
-    """A bounded-cardinality metrics label: a known type, ``"unknown"`` or ``"invalid"``."""
-    kind = peek_type(text)
-    if kind is None:
-        return "invalid"
-    return kind if kind in MESSAGE_TYPES else "unknown"
-
-
-def new_room_id() -> str:
-    """Six CSPRNG characters from ``[a-z0-9]`` (~2·10⁹ ids, so rooms are hard to guess)."""
-    return "".join(secrets.choice(ROOM_ID_ALPHABET) for _ in range(ROOM_ID_LENGTH))
-
-
-def _printable_for_echo(text: str) -> str:
-    # Lone surrogates cannot be sent in a UTF-8 text frame; escape them in echoed text.
-    if utf8_size(text) is None:
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return text
-
-
-def _check_username(message: Frame) -> str | Frame:
-    """Return the trimmed valid name or the ``INVALID_USERNAME`` frame to send."""
-    raw = message.get("username")
-    if raw is None:
-        return {"type": "INVALID_USERNAME", "message": _USERNAME_MISSING}
-    if not isinstance(raw, str):
-        return {"type": "INVALID_USERNAME", "message": _USERNAME_INVALID}
-    name = raw.strip()
-    if not 1 <= len(name) <= MAX_USERNAME_CHARS or not name.isprintable():
-        return {"type": "INVALID_USERNAME", "message": _USERNAME_INVALID}
-    return name
+    def count(self, ip: str, now: float) -> None: ...
 
 
 @dataclass(eq=False)
@@ -182,6 +100,7 @@ class _Conn:
     room: _Room | None = None
     is_host: bool = False
     name: str = ""
+    ip: str | None = None  # the client IP its failed joins count for (§4.3), if known
 
 
 @dataclass(frozen=True)
@@ -202,8 +121,12 @@ class SignalingHub:
     them and a failed message changes nothing.
     """
 
-    def __init__(self, rng: Callable[[], str] | None = None) -> None:
+    def __init__(self, rng: Callable[[], str] | None = None,
+                 limiter: JoinLimiter | None = None) -> None:
+        """``rng`` draws room ids (default: :func:`new_room_id`, a CSPRNG); ``limiter``
+        counts failed joins per IP (§7, §4.3); without one, joins are not limited."""
         self._rng = rng or new_room_id
+        self._limiter = limiter
         self._rooms: dict[str, _Room] = {}
         self._conns: dict[int, _Conn] = {}
         self._next_conn = 1
@@ -221,11 +144,13 @@ class SignalingHub:
 
     # ------------------------------------------------------------------ connections
 
-    def connect(self) -> int:
-        """Register a new connection (in no room) and return its id."""
+    def connect(self, ip: str | None = None) -> int:
+        """Register a new connection (in no room) and return its id. ``ip`` is the client
+        IP (§1.3) its failed joins count for; without one they are neither counted nor
+        limited."""
         conn_id = self._next_conn
         self._next_conn += 1
-        self._conns[conn_id] = _Conn()
+        self._conns[conn_id] = _Conn(ip=ip)
         return conn_id
 
     def disconnect(self, conn_id: int) -> list[Outgoing]:
@@ -239,30 +164,35 @@ class SignalingHub:
         return self._leave(conn)
 
     def receive(
-        self, conn_id: int, text: str | bytes | None, *, binary: bool = False
+        self, conn_id: int, text: str | bytes | None, *, binary: bool = False,
+        now: float | None = None,
     ) -> list[Outgoing]:
         """Handle one WebSocket message; ``bytes``, ``None`` or ``binary=True`` is a binary one.
 
         Checks run in the order of §7: frame → type → in a room → sender role → target →
         ``sdp``/``candidate``. Raises ``KeyError`` for a connection id that is not connected.
+        ``now`` (seconds, any clock the limiter is fed with) is needed by the failed-join
+        limit: without it a ``JOIN_ROOM`` is neither limited nor counted.
         """
         conn = self._conns[conn_id]
         if binary or not isinstance(text, str):
-            return [(conn_id, _error(_BINARY))]
+            return [(conn_id, error(BINARY))]
         try:
-            message = _loads(text)
+            message = loads(text)
         except (ValueError, RecursionError):
-            return [(conn_id, _error(_INVALID_JSON))]
+            return [(conn_id, error(INVALID_JSON))]
         if not isinstance(message, dict):
-            return [(conn_id, _error(_NOT_OBJECT))]
+            return [(conn_id, error(NOT_OBJECT))]
         kind = message.get("type")
         if not isinstance(kind, str):
-            return [(conn_id, _error(_TYPE_REQUIRED))]
+            return [(conn_id, error(TYPE_REQUIRED))]
         handler = self._handlers.get(kind)
         if handler is None:
-            return [(conn_id, _error(f"Unknown message type: {_printable_for_echo(kind)}"))]
-        if conn.room is None and kind not in _ROOMLESS_TYPES:
-            return [(conn_id, _error(_JOIN_FIRST))]
+            return [(conn_id, error(f"Unknown message type: {printable_for_echo(kind)}"))]
+        if conn.room is None and kind not in ROOMLESS_TYPES:
+            return [(conn_id, error(JOIN_FIRST))]
+        if kind == "JOIN_ROOM":
+            return self._join_room(conn_id, conn, message, now)
         return handler(conn_id, conn, message)
 
     # ------------------------------------------------------------------ accessors
@@ -309,7 +239,7 @@ class SignalingHub:
     def _new_room_id(self) -> str:
         for _ in range(10_000):
             room_id = self._rng()
-            if not _ROOM_ID_RE.fullmatch(room_id):
+            if not ROOM_ID_RE.fullmatch(room_id):
                 raise ValueError(f"room id generator returned {room_id!r}")
             if room_id not in self._rooms:
                 return room_id
@@ -335,7 +265,7 @@ class SignalingHub:
         return out
 
     def _create_room(self, conn_id: int, conn: _Conn, message: Frame) -> list[Outgoing]:
-        name = _check_username(message)
+        name = check_username(message)
         if not isinstance(name, str):
             return [(conn_id, name)]
         out = self._leave(conn)
@@ -345,24 +275,33 @@ class SignalingHub:
         out.append((conn_id, {"type": "ROOM_CREATED", "roomid": room.room_id}))
         return out
 
-    def _join_room(self, conn_id: int, conn: _Conn, message: Frame) -> list[Outgoing]:
-        raw_id = message.get("roomid")
-        if not isinstance(raw_id, str) or not raw_id.strip():
-            return [(conn_id, {"type": "INVALID_ROOM_ID", "message": _ROOM_ID_REQUIRED})]
-        room_id = raw_id.strip().lower()
-        name = _check_username(message)
+    def _join_room(self, conn_id: int, conn: _Conn, message: Frame,
+                   now: float | None = None) -> list[Outgoing]:
+        limiter, ip = self._limiter, conn.ip
+        if limiter is None or ip is None or now is None:
+            limiter = ip = now = None  # neither limited nor counted
+        # At the limit every JOIN_ROOM from the IP is refused first, without a lookup.
+        elif limiter.blocked(ip, now):
+            return [(conn_id, invalid_room(TOO_MANY_FAILURES))]
+        room_id = normalise_room_id(message.get("roomid"))
+        if room_id is None:
+            return [(conn_id, invalid_room(ROOM_ID_REQUIRED))]
+        name = check_username(message)
         if not isinstance(name, str):
             return [(conn_id, name)]
         room = self._rooms.get(room_id)
         # The sender's own host role counts as "host left": it would leave before joining.
         if room is None or room.host is None or room.host == conn_id:
-            return [(conn_id, {"type": "INVALID_ROOM_ID", "message": _ROOM_NOT_FOUND})]
+            if limiter is not None and ip is not None and now is not None:
+                limiter.count(ip, now)  # a failed join of §4.3
+            return [(conn_id, invalid_room(ROOM_NOT_FOUND))]
         if room.name_taken(name, by_other_than=conn_id):
-            return [(conn_id, {"type": "INVALID_USERNAME", "message": _USERNAME_TAKEN})]
+            return [(conn_id, {"type": "INVALID_USERNAME", "message": USERNAME_TAKEN})]
         # Every check passed; the old membership ends under the old name.
         out = self._leave(conn)
         room.users[name] = conn_id
         conn.room, conn.is_host, conn.name = room, False, name
+        # The normalised id, whatever the client sent (the seed echoed the raw one).
         out.append((conn_id, {"type": "ROOM_JOINED", "roomid": room.room_id}))
         out.append((room.host, {"type": "USER_JOINED", "username": name}))
         return out
@@ -377,7 +316,7 @@ class SignalingHub:
     def _host_of(conn_id: int, room: _Room) -> int | Outgoing:
         """The host's connection, or the error for a user whose host has left."""
         if room.host is None:
-            return (conn_id, _error(_HOST_LEFT))
+            return (conn_id, error(HOST_LEFT))
         return room.host
 
     @staticmethod
@@ -386,7 +325,7 @@ class SignalingHub:
         target = message.get("username")
         user = room.users.get(target) if isinstance(target, str) else None
         if user is None:
-            return (conn_id, _error(_USER_NOT_FOUND))
+            return (conn_id, error(USER_NOT_FOUND))
         return user
 
     @staticmethod
@@ -400,7 +339,7 @@ class SignalingHub:
     def _request_sharing(self, conn_id: int, conn: _Conn, message: Frame) -> list[Outgoing]:
         assert conn.room is not None
         if conn.is_host:
-            return [(conn_id, _error(_HOST_CANNOT_REQUEST))]
+            return [(conn_id, error(HOST_CANNOT_REQUEST))]
         host = self._host_of(conn_id, conn.room)
         if isinstance(host, tuple):
             return [host]
@@ -409,7 +348,7 @@ class SignalingHub:
     def _allow_sharing(self, conn_id: int, conn: _Conn, message: Frame) -> list[Outgoing]:
         assert conn.room is not None
         if not conn.is_host:
-            return [(conn_id, _error(_ONLY_HOST_ALLOWS))]
+            return [(conn_id, error(ONLY_HOST_ALLOWS))]
         user = self._target_user(conn_id, conn.room, message)
         if isinstance(user, tuple):
             return [user]
@@ -430,25 +369,25 @@ class SignalingHub:
     def _rcp_offer(self, conn_id: int, conn: _Conn, message: Frame) -> list[Outgoing]:
         assert conn.room is not None
         if conn.is_host:
-            return [(conn_id, _error(_HOST_CANNOT_OFFER))]
+            return [(conn_id, error(HOST_CANNOT_OFFER))]
         host = self._host_of(conn_id, conn.room)
         if isinstance(host, tuple):
             return [host]
         sdp = self._sdp(message)
         if sdp is None:
-            return [(conn_id, _error(_INVALID_SDP))]
+            return [(conn_id, error(INVALID_SDP))]
         return [(host, {"type": "RCP_OFFER", "sdp": sdp, "username": conn.name})]
 
     def _rcp_answer(self, conn_id: int, conn: _Conn, message: Frame) -> list[Outgoing]:
         assert conn.room is not None
         if not conn.is_host:
-            return [(conn_id, _error(_ONLY_HOST_ANSWERS))]
+            return [(conn_id, error(ONLY_HOST_ANSWERS))]
         user = self._target_user(conn_id, conn.room, message)
         if isinstance(user, tuple):
             return [user]
         sdp = self._sdp(message)
         if sdp is None:
-            return [(conn_id, _error(_INVALID_SDP))]
+            return [(conn_id, error(INVALID_SDP))]
         return [(user, {"type": "RCP_ANSWER", "sdp": sdp})]
 
     def _ice_candidate(self, conn_id: int, conn: _Conn, message: Frame) -> list[Outgoing]:
@@ -462,7 +401,7 @@ class SignalingHub:
             return [target]
         candidate = message.get("candidate")
         if not candidate_ok(candidate):
-            return [(conn_id, _error(_INVALID_CANDIDATE))]
+            return [(conn_id, error(INVALID_CANDIDATE))]
         if conn.is_host:
             return [(target, {"type": "ICE_CANDIDATE", "candidate": candidate})]
         return [(target, {"type": "ICE_CANDIDATE", "candidate": candidate, "username": conn.name})]

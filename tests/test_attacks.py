@@ -234,13 +234,15 @@ async def test_student_cannot_self_accept(relay: Relay) -> None:
 
 
 async def test_status_map_room_id_is_a_step_name(relay: Relay) -> None:
-    """steps/status/to_mentor is a pure map: room_id is just an unpublished step name."""
+    """steps/status/to_mentor is a pure map: room_id is just an unpublished step name,
+    ignored like any other (v2, §6.5): no room check, nothing stored or forwarded."""
     host, room, [(ann, _)] = await classroom(relay, "Ann")
     await publish(host, [ann], [STEP])
-    await ann.fail("steps/status/to_mentor", {"room_id": room["room_id"] + 1},
-                   "invalid_payload")
-    await ann.fail("steps/status/to_mentor", {"room_id": "x"}, "invalid_payload")
+    assert await ann.ok("steps/status/to_mentor", {"room_id": room["room_id"] + 1}) == []
+    assert await ann.ok("steps/status/to_mentor", {"room_id": "x"}) == []
     await host.silent()
+    frames = await host.ok("steps/table", {})
+    assert frames[0]["data"][0]["steps"] == {}
 
 
 # -- 3. code injection from a non-sharer -------------------------------------------------

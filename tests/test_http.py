@@ -201,8 +201,10 @@ async def test_healthz_counts(relay: Relay) -> None:
     await ws.aclose()
     await sio.aclose()
     await wait_counts(relay, 2, 2)
-    # Closing a room removes it.
+    # Closing a room removes it (v2, §6.1: the host's connection stays open).
     await other.ok("room/close", {})
+    await wait_counts(relay, 1, 2)
+    await other.aclose()
     await wait_counts(relay, 1, 1)
     await host.aclose()
     await wait_counts(relay, 1, 0)

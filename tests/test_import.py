@@ -335,8 +335,8 @@ async def test_notion_room_closed_during_import(
             await trio.sleep(0.01)
     await host.send("room/close", {}, ref=2)
     assert await host.expect("ack") == {"event": "ack", "ref": 2, "data": {"ok": True}}
-    assert await host.closed() == 4000
     await ann.expect("room/closed")
+    assert await ann.closed() == 4000  # v2 (§6.1): the host's connection stays open
     gate.set()
     # The server is unaffected and the room is gone.
     again, _ = await relay.host()

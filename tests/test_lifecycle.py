@@ -75,6 +75,14 @@ async def test_close_room(relay: Relay) -> None:
     closed = await s1.expect("room/closed")
     assert closed["data"] == {"message": "Room closed!"}
     assert await s1.closed() == 4000
-    assert await host.closed() == 4000
+    # v2 (§6.1): the host's connection stays open, unbound, and can create the next room.
+    await host.silent()
+    await host.fail("message/to_all", {"content": "x"}, "not_in_room")
+    host.last_seq = None  # a new participant: its seq starts again at 1
+    frames = await host.ok("room/create", {"name": "Teacher"})
+    assert frames[2]["seq"] == 1
+    assert [f["event"] for f in frames] == ["room/created", "rtc/config", "room/update"]
+    assert frames[0]["data"]["room_id"] != room["room_id"]
+    assert frames[0]["data"]["user_id"] == 1
     late = await relay.client()
     await late.fail("room/join", {"room_id": room["room_id"], "name": "X"}, "room_not_found")

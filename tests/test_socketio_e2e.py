@@ -159,9 +159,12 @@ def test_room_close_disconnects_without_reconnect(server: str) -> None:
         assert ack == OK
         await student.wait_for("room/closed")
         await asyncio.sleep(1.0)  # a reconnect would have happened by now
-        for c in (host, student):
-            assert not c.sio.connected
-            assert c.disconnects == [socketio.AsyncClient.reason.SERVER_DISCONNECT]
+        assert not student.sio.connected
+        assert student.disconnects == [socketio.AsyncClient.reason.SERVER_DISCONNECT]
+        # v2 (§6.1): the host's connection stays open, unbound.
+        assert host.sio.connected and host.disconnects == []
+        ack, _ = await host.call("room/create", {"name": "Teacher"})
+        assert ack == OK
 
     run(scenario())
 
@@ -323,9 +326,16 @@ async def test_room_close_sends_41_first(relay: Relay) -> None:
     code, seen = await student.closed()
     assert code == 4000
     assert seen[-1] == "41" and seen[-2].startswith('42["room/closed",')
-    code, seen = await host.closed()
-    assert code == 4000
-    assert seen[-2:] == ['439[{"ok":true}]', "41"]
+    # v2 (§6.1): the host gets its ack and stays connected, unbound (no 41, no close).
+    seen = [await host.recv()]
+    while seen[-1] != '439[{"ok":true}]':
+        seen.append(await host.recv())
+    assert [m[:16] for m in seen] == ['42["room/update"', '439[{"ok":true}]']
+    await host.send('4210["room/close",{}]')
+    assert (await host.event())[1]["code"] == "not_in_room"
+    assert json.loads((await host.recv())[4:]) == [
+        {"ok": False, "error": {"code": "not_in_room", "message": "join a room first"}}]
+    await host.silent()
 
 
 async def test_heartbeat_timeout(start_relay: StartRelay) -> None:

@@ -46,6 +46,12 @@ CLOCK = re.compile(r"\d\d:\d\d:\d\d")
 ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 REASON = socketio.AsyncClient.reason
 Event = tuple[str, Any]
+#: v2 rules that depend on the framing of a participant's connection (§4.5 the plugin's
+#: restart, §6.1 the Socket.IO shape of room/update): the core decides them from
+#: ``Session.framing``, which the shell sets when it creates a session. Until it does,
+#: these tests fail; strict, so that they show up the moment it does (then drop the mark).
+NEEDS_SHELL_FRAMING = pytest.mark.xfail(
+    strict=True, reason="v2: the shell does not set Session.framing='socketio' yet")
 
 
 # -- server processes ---------------------------------------------------------------------------
@@ -258,6 +264,13 @@ class Plain(Recorded):
         ack, before = await self.call(event, data)
         assert ack == OK, (event, ack, before)
         return before
+
+    async def fails(self, event: str, data: Any, code: str) -> list[Event]:
+        ack, before = await self.call(event, data)
+        check_failed_ack(ack, code)
+        assert before and before[-1][0] == "error", before
+        check_error(before[-1][1], code, event)
+        return before[:-1]
 
     async def closed(self) -> int | None:
         await asyncio.wait_for(self._reader, TIMEOUT)
@@ -511,16 +524,22 @@ def test_observer_front_flow(legacy_server: tuple[str, int]) -> None:
         await asyncio.sleep(0.3)
         assert old_tab.connects == 1 and old_tab.events[old_tab.cursor:] == []
 
-        # Closing: the student hears room/closed; neither client reconnects (41 came first).
+        # Closing: the student hears room/closed and does not reconnect (41 came first).
+        # v2 (§6.1): the teacher's socket stays open, unbound, and creates the next room
+        # without a page reload.
         assert await host.ok("room/close", {"room_id": room_id}) == []
         assert await student.expect_one("room/closed") == {"message": "Room closed!"}
         await student.disconnected()
-        await host.disconnected()
         await asyncio.sleep(0.6)  # several reconnection delays
-        for client in (host, student):
-            assert not client.sio.connected and client.connects == 1
-            assert client.disconnects == [REASON.SERVER_DISCONNECT]
+        assert not student.sio.connected and student.connects == 1
+        assert student.disconnects == [REASON.SERVER_DISCONNECT]
         assert student.events[student.cursor:] == [] and host.events[host.cursor:] == []
+        assert host.sio.connected and host.connects == 1 and host.disconnects == []
+        assert await host.fails("steps/table", {}, "not_in_room") == []
+        second = await create_room(host, "Host")
+        assert second["room_id"] != room_id
+        assert await host.ok("room/close", {"room_id": second["room_id"]}) == []
+        assert host.sio.connected
 
     run(scenario)
 
@@ -632,8 +651,12 @@ def test_acks_through_call(strict_server: tuple[str, int]) -> None:
         await client.sio.emit("room/close", {"room_id": room_id},
                               callback=lambda *args: acked.set_result(args))
         assert await asyncio.wait_for(acked, TIMEOUT) == (OK,)
-        await client.disconnected()
-        assert client.disconnects == [REASON.SERVER_DISCONNECT]
+        # v2 (§6.1): the host's connection stays open, unbound.
+        await asyncio.sleep(0.2)
+        assert client.sio.connected and client.disconnects == []
+        assert await client.sio.call("room/close", {}, timeout=TIMEOUT) == {
+            "ok": False, "error": {"code": "not_in_room", "message": "join a room first"}}
+        check_error(await client.expect_one("error"), "not_in_room", "room/close")
 
     run(scenario)
 
@@ -714,9 +737,11 @@ def test_plain_host_socketio_student(strict_server: tuple[str, int]) -> None:
 
         assert await host.ok("room/close", {}) == []
         assert await student.expect_one("room/closed") == {"message": "Room closed!"}
-        assert await host.closed() == 4000
         await student.disconnected()
         assert student.disconnects == [REASON.SERVER_DISCONNECT]
+        # v2 (§6.1): the plain host's connection stays open, unbound; nothing more arrives.
+        assert host.close_code is None and host.events[host.cursor:] == []
+        assert await host.fails("room/close", {}, "not_in_room") == []
 
     run(scenario)
 
@@ -755,7 +780,8 @@ def test_socketio_host_plain_student(strict_server: tuple[str, int]) -> None:
         assert await student.expect_one("room/closed") == {"message": "Room closed!"}
         assert student.seq_of(-1) == 4
         assert await student.closed() == 4000
-        await host.disconnected()
+        await asyncio.sleep(0.2)
+        assert host.sio.connected and host.disconnects == []  # v2 (§6.1): stays open
 
     run(scenario)
 
@@ -789,11 +815,10 @@ async def classroom_with_plugin(
 
 
 async def network_drop(host: Sio, plugin: Plugin, proxy: DropProxy, room_id: int) -> None:
-    """Reset the plugin's TCP connection; the host sees it offline; the network comes back."""
+    """Reset the plugin's TCP connection; the host sees it offline (v2, §6.1: on Socket.IO
+    room/update lists the online students only); the network comes back."""
     proxy.drop()
-    assert await host.expect_one("room/update") == room_update(
-        room_id, host_entry("Teacher"),
-        student_entry(2, "Ann", "offline", {"1": "ACCEPTED", "2": "HELP"}))
+    assert await host.expect_one("room/update") == room_update(room_id, host_entry("Teacher"))
     deadline = time.monotonic() + TIMEOUT
     while not plugin.disconnects and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
@@ -801,6 +826,7 @@ async def network_drop(host: Sio, plugin: Plugin, proxy: DropProxy, room_id: int
     proxy.restore()
 
 
+@NEEDS_SHELL_FRAMING
 def test_legacy_plugin_rejoins_after_network_drop(legacy_server: tuple[str, int]) -> None:
     async def scenario() -> None:
         proxy = await DropProxy(legacy_server).start()
@@ -852,41 +878,109 @@ def test_legacy_plugin_rejoins_after_network_drop(legacy_server: tuple[str, int]
     run(scenario)
 
 
-def test_strict_plugin_rejoin_is_name_taken(strict_server: tuple[str, int]) -> None:
+@NEEDS_SHELL_FRAMING
+def test_strict_plugin_restart_replaces_student(strict_server: tuple[str, int]) -> None:
+    """§4.5 (v2): a restarted plugin re-sends room/join with its name; it keeps no device
+    cookie, so the offline Socket.IO student of that name is removed for good and the
+    plugin becomes a new student, as with the seed server."""
     async def scenario() -> None:
         proxy = await DropProxy(strict_server).start()
         try:
-            host, plugin, room_id, joined, message = await classroom_with_plugin(
+            host, plugin, room_id, joined, _ = await classroom_with_plugin(
                 strict_server, proxy)
             await network_drop(host, plugin, proxy, room_id)
-            taken = alert("ERROR", f"Username Ann is already used in room {room_id}!")
-            got = await plugin.expect("alerts", "alert", "error")
+            got = await plugin.expect("room/join", "rtc/config", "steps/all", "alerts", "alert")
             assert plugin.connects == 2
-            assert got[0] == got[1] == taken
-            check_error(got[2], "name_taken", "room/join")
-            # The student stays offline; the new connection is unbound and stays open.
+            assert got[0]["room_id"] == room_id and got[0]["user_id"] == 3
+            assert TOKEN.fullmatch(got[0]["token"]) and got[0]["token"] != joined["token"]
+            assert got[2] == JAVA_STEPS and got[3] == got[4] == alert("WARNING", OUTDATED)
+            # The host: the removal (as room/leave), then the new student.
+            assert await host.expect("room/update", "room/update") == [
+                room_update(room_id, host_entry("Teacher")),
+                room_update(room_id, host_entry("Teacher"), student_entry(3, "Ann"))]
+            # Nothing of the old student is left: statuses, messages, sharer role, token.
             assert await host.ok("steps/table", {}) == [("steps/table", [
-                {"user_id": 2, "name": "Ann", "status": "offline",
-                 "steps": {"1": "ACCEPTED", "2": "HELP"}}])]
-            assert await plugin.fails("message/to_mentor", {"content": "hello?"},
-                                      "not_in_room") == []
-            # Tokens are required: tokenless rehost and rejoin fail...
-            assert await plugin.fails("room/rejoin", {"room_id": room_id, "user_id": 2},
-                                      "bad_token") == []
-            assert await plugin.fails("room/rehost", {"room_id": room_id, "user_id": 1},
-                                      "bad_token") == []
-            # ...and the token of the first room/join reply re-attaches.
-            before = await plugin.ok("room/rejoin", {"room_id": room_id, "user_id": 2,
-                                                     "token": joined["token"]})
-            assert names(before) == ["room/join", "rtc/config", "steps/all",
-                                     "steps/status/to_client", "sharing/start",
-                                     "message/to_client"]
-            assert before[0][1] == joined and before[5][1] == message
-            assert (await host.expect_one("room/update"))["users"][1]["status"] == "online"
+                {"user_id": 3, "name": "Ann", "status": "online", "steps": {}}])]
+            assert await host.ok("message/user", {"user_id": 3}) == [
+                ("message/user", {"user_id": 3, "messages": []})]
+            assert await plugin.fails("sharing/code_send", {"files": []}, "not_sharing") == []
+            other = await Sio().connect(sio_url(strict_server))
+            assert await other.fails("room/rejoin", {"room_id": room_id, "user_id": 2,
+                                                     "token": joined["token"]},
+                                     "user_not_found") == []
+            await plugin.emit("message/to_mentor", {"room_id": room_id, "content": "new me"})
+            check_message(await host.expect_one("message/to_mentor"), None, 3, 1, "new me")
             await host.ok("room/close", {})
             assert await plugin.expect_one("room/closed") == {"message": "Room closed!"}
             await plugin.disconnected()
         finally:
             await proxy.aclose()
+
+    run(scenario)
+
+
+def test_plain_offline_student_keeps_its_name(strict_server: tuple[str, int]) -> None:
+    """§4.5: an offline student last attached over the plain framing (a token-aware client)
+    keeps its name, whoever joins with it; its token re-attaches it."""
+    async def scenario() -> None:
+        host = await Sio().connect(sio_url(strict_server))
+        room_id = (await create_room(host, "Teacher"))["room_id"]
+        student = await Plain.open(strict_server)
+        joined = (await student.ok("room/join", {"room_id": room_id, "name": "Ann"}))[0][1]
+        await host.expect("room/update")
+        await student.ws.close()
+        await host.expect("room/update")
+        for client in (await Sio().connect(sio_url(strict_server)),
+                       await Plain.open(strict_server)):
+            before = await client.fails("room/join", {"room_id": room_id, "name": "ANN",
+                                                      "version": "1.2.9"}, "name_taken")
+            assert before[0] == ("alerts", alert(
+                "ERROR", f"Username ANN is already used in room {room_id}!"))
+        again = await Plain.open(strict_server)
+        before = await again.ok("room/rejoin", {**joined, "last_seq": 0})
+        assert names(before)[:2] == ["room/join", "rtc/config"]
+        assert (await host.expect_one("room/update"))["users"][1]["status"] == "online"
+        await host.ok("room/close", {})
+
+    run(scenario)
+
+
+def test_plain_host_room_update_lists_offline_students(strict_server: tuple[str, int]) -> None:
+    """§6.1: the plain framing lists every student, with its status."""
+    async def scenario() -> None:
+        host = await Plain.open(strict_server)
+        room_id = (await create_room(host, "Teacher"))["room_id"]
+        student = await Sio().connect(sio_url(strict_server))
+        await student.ok("room/join", {"room_id": room_id, "name": "Ann"})
+        await host.expect("room/update")
+        await student.sio.disconnect()
+        assert await host.expect_one("room/update") == room_update(
+            room_id, host_entry("Teacher"), student_entry(2, "Ann", "offline"))
+        await host.ok("room/close", {})
+
+    run(scenario)
+
+
+@NEEDS_SHELL_FRAMING
+def test_socketio_host_room_update_lists_online_students(strict_server: tuple[str, int]
+                                                          ) -> None:
+    """§6.1 (v2): on Socket.IO room/update holds the host and the online students only."""
+    async def scenario() -> None:
+        host = await Sio().connect(sio_url(strict_server))
+        room_id = (await create_room(host, "Teacher"))["room_id"]
+        ann = await Plain.open(strict_server)
+        await ann.ok("room/join", {"room_id": room_id, "name": "Ann"})
+        await host.expect("room/update")
+        bob = await Sio().connect(sio_url(strict_server))
+        await bob.ok("room/join", {"room_id": room_id, "name": "Bob"})
+        assert await host.expect_one("room/update") == room_update(
+            room_id, host_entry("Teacher"), student_entry(2, "Ann"), student_entry(3, "Bob"))
+        await ann.ws.close()
+        assert await host.expect_one("room/update") == room_update(
+            room_id, host_entry("Teacher"), student_entry(3, "Bob"))
+        # steps/table still lists everyone, with status.
+        assert [(r["user_id"], r["status"]) for _, rows in await host.ok("steps/table", {})
+                for r in rows] == [(2, "offline"), (3, "online")]
+        await host.ok("room/close", {})
 
     run(scenario)

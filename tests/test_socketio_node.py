@@ -93,6 +93,8 @@ async function main() {
   await host.call("room/close", { room_id: roomId });
   await student.next("room/closed");
   await sleep(600);  // a reconnect would have happened by now
+  // v2 (§6.1): the host's socket stays open, unbound: the teacher UI creates the next room.
+  await host.call("room/create", { name: "Teacher" });
   out({ final: {
     host: { connected: host.connected, active: host.active },
     student: { connected: student.connected, active: student.active },
@@ -229,10 +231,14 @@ async def test_node_socketio_client(relay: Relay, sio_client_module: Path,
     assert failed[2]["error"]["code"] == "unknown_event"
 
     # room/close: the host's ack, the student's room/closed, then "io server disconnect" (the
-    # server's 41) for both, and no automatic reconnection.
-    assert host[8:] == [("ack", "room/close", ok), ("disconnect", "io server disconnect")]
+    # server's 41) for the student, and no automatic reconnection. v2 (§6.1): the host's
+    # socket stays open, unbound, and creates the next room.
+    assert [e[0] for e in host[8:]] == ["ack", "room/created", "rtc/config", "room/update",
+                                        "ack"]
+    assert host[8] == ("ack", "room/close", ok) and host[12] == ("ack", "room/create", ok)
+    assert host[9][1]["room_id"] != room_id and host[9][1]["user_id"] == 1
     assert student[9:] == [("room/closed", {"message": "Room closed!"}),
                            ("disconnect", "io server disconnect")]
     final = lines[-1]["final"]
-    assert final == {"host": {"connected": False, "active": False},
+    assert final == {"host": {"connected": True, "active": True},
                      "student": {"connected": False, "active": False}}

@@ -206,14 +206,17 @@ async def test_to_mentor_accepted_rules(relay: Relay) -> None:
 async def test_to_mentor_errors(relay: Relay) -> None:
     host, _room_id, (ann,) = await classroom(relay, "Ann")
     await publish(host, [step("1"), step("room_id")], ann)
-    for bad in ({"9": "DONE"}, {"1": "bogus"}, {"1": "done"}, {"1": None}, {"1": 1},
-                {"1": ["DONE"]}, {"1": "DONE", "nope": "DONE"}, [], "DONE", 3):
+    for bad in ({"1": "bogus"}, {"1": "done"}, {"1": None}, {"1": 1}, {"1": ["DONE"]},
+                {"1": "bogus", "nope": "DONE"}, [], "DONE", 3):
         await fails(ann, "steps/status/to_mentor", bad, "invalid_payload")
     # Payload rules are reported before the ACCEPTED rule.
-    await fails(ann, "steps/status/to_mentor", {"1": "ACCEPTED", "nope": "DONE"},
-                "invalid_payload")
     await fails(ann, "steps/status/to_mentor", {"1": "ACCEPTED", "room_id": "x"},
                 "invalid_payload")
+    # v2: names that are not published are ignored whatever their value (§6.5), so only
+    # the published entry's rules remain.
+    await fails(ann, "steps/status/to_mentor", {"1": "ACCEPTED", "nope": "DONE"}, "forbidden")
+    for ignored in ({"9": "DONE"}, {"T": "T"}, {"nope": None, "x": ["DONE"]}, {}):
+        assert await ann.ok("steps/status/to_mentor", ignored) == []
     await fails(host, "steps/status/to_mentor", {"1": "DONE"}, "not_student")
     unbound = await relay.client()
     await fails(unbound, "steps/status/to_mentor", {"1": "DONE"}, "not_in_room")
@@ -228,9 +231,10 @@ async def test_to_mentor_errors(relay: Relay) -> None:
 async def test_to_mentor_room_id_key_is_a_step_name(relay: Relay) -> None:
     host, room_id, (ann,) = await classroom(relay, "Ann")
     await publish(host, [step("1")], ann)
-    # A room_id key is not accepted for seed compatibility here: it is an unknown step.
-    await fails(ann, "steps/status/to_mentor", {"1": "DONE", "room_id": room_id},
-                "invalid_payload")
+    # A room_id key is no room check here: it is an unpublished step name, ignored (v2).
+    assert await ann.ok("steps/status/to_mentor", {"1": "DONE", "room_id": room_id + 1}) == []
+    assert (await host.expect("steps/status/to_mentor"))["data"] == {
+        "user_id": 2, "steps": {"1": "DONE"}}
     await quiet(host)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from relay.core.limits import JoinFailures
 from signaling.ws_rooms import (
     MESSAGE_TYPES,
     HubSnapshot,
@@ -20,16 +21,16 @@ from signaling.ws_rooms import (
     type_label,
 )
 
-ROOM_A = "room0a"
-ROOM_B = "room0b"
-ROOM_C = "room0c"
+ROOM_A = "rm0a"
+ROOM_B = "rm0b"
+ROOM_C = "rm0c"
 
 
 def ids(*values: str) -> Iterator[str]:
     yield from values
     n = 0
     while True:  # plenty of distinct extra ids for tests that create many rooms
-        yield f"x{n:05d}"
+        yield f"x{n:03d}"
         n += 1
 
 
@@ -305,14 +306,14 @@ def test_default_room_ids() -> None:
     for _ in range(50):
         c = hub.connect()
         [(_, frame)] = send(hub, c, "CREATE_ROOM", username="h")
-        assert re.fullmatch(r"[a-z0-9]{6}", frame["roomid"])
+        assert re.fullmatch(r"[a-z0-9]{4}", frame["roomid"])
         seen.add(frame["roomid"])
     assert len(seen) == 50 == hub.room_count()
-    assert re.fullmatch(r"[a-z0-9]{6}", new_room_id())
+    assert re.fullmatch(r"[a-z0-9]{4}", new_room_id())
 
 
 def test_bad_generator_output_is_rejected() -> None:
-    hub = SignalingHub(rng=lambda: "ABCDEF")
+    hub = SignalingHub(rng=lambda: "ABCD")
     c = hub.connect()
     with pytest.raises(ValueError):
         send(hub, c, "CREATE_ROOM", username="h")
@@ -364,7 +365,7 @@ def test_create_room_invalid_name_keeps_membership(room: Room) -> None:
 # --------------------------------------------------------------------------- JOIN_ROOM
 
 
-@pytest.mark.parametrize("roomid", ["ROOM0A", "  room0a", "Room0A\t\n", "ROOM0a ", "room0a"])
+@pytest.mark.parametrize("roomid", ["RM0A", "  rm0a", "Rm0A\t\n", "RM0a ", "rm0a"])
 def test_join_normalises_room_id(roomid: str) -> None:
     hub = make_hub()
     host, c = hub.connect(), hub.connect()
@@ -378,7 +379,7 @@ def test_join_normalises_room_id(roomid: str) -> None:
 @pytest.mark.parametrize(
     "fields",
     [{}, {"roomid": None}, {"roomid": ""}, {"roomid": "  \t"}, {"roomid": 123456},
-     {"roomid": ["room0a"]}, {"roomid": True}],
+     {"roomid": ["rm0a"]}, {"roomid": True}],
 )  # fmt: skip
 def test_join_room_id_required(room: Room, fields: dict[str, Any]) -> None:
     c = room.hub.connect()
@@ -397,7 +398,7 @@ def test_join_name_checked_before_room_existence(room: Room) -> None:
     ]
 
 
-@pytest.mark.parametrize("roomid", ["nosuch", "room0", "room0aa", "room0b", "r o o m"])
+@pytest.mark.parametrize("roomid", ["nosuch", "rm0", "rm0aa", "rm0b", "r o o m"])
 def test_join_unknown_room(room: Room, roomid: str) -> None:
     c = room.hub.connect()
     assert send(room.hub, c, "JOIN_ROOM", roomid=roomid, username="zed") == [(c, NOT_FOUND)]
@@ -480,7 +481,7 @@ def test_user_joins_other_room_under_new_name(room: Room) -> None:
     hub = room.hub
     hb = hub.connect()
     send(hub, hb, "CREATE_ROOM", username="host-b")
-    assert send(hub, room.ann, "JOIN_ROOM", roomid=" ROOM0B ", username="zed") == [
+    assert send(hub, room.ann, "JOIN_ROOM", roomid=" RM0B ", username="zed") == [
         (room.host, {"type": "USER_LEFT", "username": "ann"}),  # the old name
         (room.ann, {"type": "ROOM_JOINED", "roomid": ROOM_B}),
         (hb, {"type": "USER_JOINED", "username": "zed"}),
@@ -877,6 +878,113 @@ def test_rooms_are_isolated(room: Room) -> None:
     ]
 
 
+# --------------------------------------------------------------------------- failed joins (v2)
+
+TOO_MANY = bad_room("Too many failed attempts; wait a minute")
+
+
+def limited_hub(limit: int = 3) -> tuple[SignalingHub, JoinFailures, int]:
+    """A hub with the core's failed-join counter and a room ``ROOM_A`` hosted from 10.0.0.9."""
+    failures = JoinFailures(limit)
+    it = ids()
+    hub = SignalingHub(rng=lambda: next(it), limiter=failures)
+    host = hub.connect("10.0.0.9")
+    assert hub.receive(host, json.dumps({"type": "CREATE_ROOM", "username": "h"}),
+                       now=0.0) == [(host, {"type": "ROOM_CREATED", "roomid": "x000"})]
+    return hub, failures, host
+
+
+def join(hub: SignalingHub, conn: int, roomid: Any, now: float, **fields: Any) -> list[Any]:
+    message = {"type": "JOIN_ROOM", "roomid": roomid, "username": "u", **fields}
+    return hub.receive(conn, json.dumps(message), now=now)
+
+
+def test_not_found_joins_are_counted_and_limited_per_ip() -> None:
+    hub, failures, host = limited_hub(3)
+    guesser, same_ip = hub.connect("1.2.3.4"), hub.connect("1.2.3.4")
+    other_ip = hub.connect("5.6.7.8")
+    for i, roomid in enumerate(["aaaa", "bbbb", "cccc"]):
+        assert join(hub, guesser, roomid, 1.0 + i) == [(guesser, NOT_FOUND)]
+    assert failures.blocked("1.2.3.4", 3.0) and len(failures) == 1
+    # At the limit every JOIN_ROOM from that IP is refused without a lookup, even for a room
+    # that exists and even with a bad payload; nothing is counted any more.
+    for conn in (guesser, same_ip):
+        for roomid, fields in (("x000", {}), ("X000 ", {}), ("", {}), ("x000", {"username": ""})):
+            assert join(hub, conn, roomid, 4.0, **fields) == [(conn, TOO_MANY)]
+    assert failures.blocked("1.2.3.4", 4.0)
+    assert hub.room_of(guesser) is None and hub.members("x000") == ("h", [])
+    # Other addresses are unaffected; other message types are unaffected.
+    assert join(hub, other_ip, " X000", 4.0) == [
+        (other_ip, {"type": "ROOM_JOINED", "roomid": "x000"}),
+        (host, {"type": "USER_JOINED", "username": "u"}),
+    ]
+    assert hub.receive(guesser, '{"type":"CREATE_ROOM","username":"g"}', now=4.0)[0][1][
+        "type"] == "ROOM_CREATED"
+    # The window slides: 60 s after the first failure the address may try again.
+    assert join(hub, same_ip, "x000", 61.5, username="w") == [
+        (same_ip, {"type": "ROOM_JOINED", "roomid": "x000"}),
+        (host, {"type": "USER_JOINED", "username": "w"}),
+    ]
+
+
+def test_only_room_not_found_counts() -> None:
+    hub, failures, host = limited_hub(1)
+    c = hub.connect("1.2.3.4")
+    assert join(hub, c, "", 1.0) == [(c, bad_room("Room ID is required"))]
+    assert join(hub, c, "x000", 1.0, username="") == [(c, bad_name("Invalid username"))]
+    assert join(hub, c, "x000", 1.0, username="h") == [(c, TAKEN)]
+    assert len(failures) == 0
+    # The sender's own room and a room whose host left answer "not found": both count.
+    assert join(hub, host, "x000", 2.0) == [(host, NOT_FOUND)]
+    assert failures.blocked("10.0.0.9", 2.0)
+
+
+def test_host_left_room_counts_as_not_found() -> None:
+    hub, _, host = limited_hub(1)
+    user = hub.connect("1.2.3.4")
+    assert join(hub, user, "x000", 1.0)[0][1]["type"] == "ROOM_JOINED"
+    hub.receive(host, '{"type":"LEAVE_ROOM"}', now=1.0)
+    c = hub.connect("1.2.3.4")
+    assert join(hub, c, "x000", 2.0, username="v") == [(c, NOT_FOUND)]
+    assert join(hub, c, "x000", 2.0, username="v") == [(c, TOO_MANY)]
+
+
+def test_join_limit_needs_limiter_ip_and_time() -> None:
+    hub, failures, _ = limited_hub(1)
+    anonymous = hub.connect()  # no IP: neither counted nor limited
+    timeless = hub.connect("1.2.3.4")
+    for _ in range(3):
+        assert hub.receive(anonymous, '{"type":"JOIN_ROOM","roomid":"zzzz","username":"u"}',
+                           now=1.0) == [(anonymous, NOT_FOUND)]
+        assert send(hub, timeless, "JOIN_ROOM", roomid="zzzz", username="u") == [
+            (timeless, NOT_FOUND)]
+    assert len(failures) == 0
+    plain = make_hub()  # no limiter: the existing shell's SignalingHub() and connect()
+    c = plain.connect()
+    for _ in range(50):
+        assert plain.receive(c, '{"type":"JOIN_ROOM","roomid":"zzzz","username":"u"}',
+                             now=1.0) == [(c, NOT_FOUND)]
+
+
+def test_observer_joins_and_ws_joins_share_the_counter() -> None:
+    from relay.core.context import Session
+    from relay.core.hub import Hub
+    from relay.core.ids import SecureEntropy
+    from relay.core.settings import CoreSettings
+
+    core = Hub(CoreSettings(join_failure_limit=2))
+    hub = SignalingHub(limiter=core.state.join_failures)
+    c = hub.connect("1.2.3.4")
+    assert join(hub, c, "zzzz", 1.0) == [(c, NOT_FOUND)]
+    out = core.handle(Session(ip="1.2.3.4"), "room/join", {"room_id": 12345678}, now=2.0,
+                      entropy=SecureEntropy())
+    assert out.error is not None and out.error.code == "room_not_found"
+    assert join(hub, c, "zzzz", 3.0) == [(c, TOO_MANY)]
+    out = core.handle(Session(ip="1.2.3.4"), "room/join", {"room_id": 12345678}, now=3.0,
+                      entropy=SecureEntropy())
+    assert out.error is not None and out.error.code == "rate_limited"
+
+
 def test_failures_change_nothing_and_reply_only_to_sender(room: Room) -> None:
     hub = room.hub
     before = state(hub)
@@ -886,7 +994,7 @@ def test_failures_change_nothing_and_reply_only_to_sender(room: Room) -> None:
         (room.host, '{"type":"RCP_ANSWER","username":"zzz","sdp":"x"}'),
         (room.ann, '{"type":"RCP_OFFER","sdp":7}'),
         (room.host, '{"type":"JOIN_ROOM","roomid":"nosuch","username":"q"}'),
-        (room.bob, '{"type":"JOIN_ROOM","roomid":"room0a","username":"ann"}'),
+        (room.bob, '{"type":"JOIN_ROOM","roomid":"rm0a","username":"ann"}'),
         (room.bob, "{"),
     ]
     for sender, text in failures:

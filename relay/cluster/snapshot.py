@@ -48,6 +48,9 @@ class ParticipantState(msgspec.Struct, array_like=True, frozen=True):
     files: list[FileState]
     counter: int  # seq of the newest event ever sent to it
     events: list[tuple[str, bytes]]  # the replay buffer, oldest first: (event, payload JSON)
+    # Appended with defaults, so snapshots written before them still decode.
+    device: str | None = None  # the device cookie it is bound to (§4.6), as the core got it
+    framing: str = "observer"  # the framing of its last attach (§4.5, room/update's shape)
 
 
 class RoomState(msgspec.Struct, array_like=True, frozen=True):
@@ -89,7 +92,7 @@ def _participant(p: Participant) -> ParticipantState:
         [MessageState(m["id"], m["sender"], m["receiver"], m["content"], m["created_at"],
                       m["timestamp"]) for m in p.messages],
         [FileState(name, f.content, f.status) for name, f in p.files.items()],
-        replay.counter, events,
+        replay.counter, events, p.device, p.framing,
     )
 
 
@@ -128,4 +131,5 @@ def _rebuild(ps: ParticipantState, settings: CoreSettings) -> Participant:
         user_id=ps.user_id, name=ps.name, token=ps.token, is_host=ps.is_host, replay=replay,
         online=ps.online, signal=ps.signal, statuses=dict(ps.statuses), messages=messages,
         files=files, files_bytes=sum(f.size for f in files.values()),
+        device=ps.device, framing=ps.framing,
     )

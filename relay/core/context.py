@@ -23,6 +23,12 @@ class Session:
     #: by the client's node, logged with the command so that a replay decides the same;
     #: None means "decide here".
     blocked: bool | None = None
+    #: The device cookie this connection carries (§4.6), set by the shell from the HTTP
+    #: upgrade or polling handshake; None when it carries none (or the cookie is off).
+    #: The core only compares it for equality, so the shell may pass any stable digest.
+    device: str | None = None
+    #: The framing of this connection (§3): ``"observer"`` (plain) or ``"socketio"``.
+    framing: str = "observer"
 
     @property
     def bound(self) -> bool:

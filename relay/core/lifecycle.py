@@ -10,7 +10,7 @@ from . import ids
 from .actions import Bind, Disconnect, Unbind
 from .context import Ctx
 from .errors import EventError, invalid, too_large
-from .model import Participant, Room
+from .model import SOCKETIO, Participant, Room
 from .outgoing import Outgoing
 from .payload import clean_name, obj, opt_int, req_int
 from .registry import HOST, STUDENT, UNBOUND, EventSpec
@@ -45,10 +45,21 @@ def rtc_config_out(ctx: Ctx, p: Participant) -> Outgoing:
 def _bind(ctx: Ctx, room: Room, p: Participant, cursor: int) -> None:
     ctx.bind(Bind(room.room_id, p.user_id, cursor, p.replay.counter,
                   p.replay.events_after(cursor)), p)
-    ctx.session.room_id = room.room_id
-    ctx.session.user_id = p.user_id
+    session = ctx.session
+    session.room_id = room.room_id
+    session.user_id = p.user_id
+    # Every attach (create, join, rehost, rejoin, re-attach by name) binds the participant
+    # to the device this connection carries, or to none (§4.6: the latest attach wins),
+    # and records its framing (§4.5, the shape of ``room/update``).
+    p.device = session.device
+    p.framing = session.framing
     p.online = True
     room.empty_since = None
+
+
+def same_device(carried: str | None, bound: str | None) -> bool:
+    """Whether a connection carries the device cookie a participant is bound to (§4.6)."""
+    return carried is not None and bound is not None and ids.same_secret(carried, bound)
 
 
 def _check_join_rate(ctx: Ctx) -> None:
@@ -140,13 +151,17 @@ def room_join(ctx: Ctx, parsed: tuple[int, str | None, str | None]) -> None:
         name = clean_name(raw_name, NAME_LIMIT)
         existing = room.name_taken(name)
         if existing is not None:
-            if ctx.state.settings.legacy_tokenless and not existing.is_host and not existing.online:
+            instead = _name_in_use(ctx, existing)
+            if instead == "reattach":
                 _attach_student(ctx, room, existing, None)
                 return
-            ctx.failure_actions.append(_reply_alert(
-                "ERROR", f"Username {name} is already used in room {room.room_id}!"
-            ))
-            raise EventError("name_taken", f"the name {name!r} is already used in this room")
+            if instead is None:
+                ctx.failure_actions.append(_reply_alert(
+                    "ERROR", f"Username {name} is already used in room {room.room_id}!"
+                ))
+                raise EventError("name_taken", f"the name {name!r} is already used in this room")
+            # A restarted seed plugin (§4.5): the student it was is gone for good.
+            remove_student(ctx, room, existing)
     student = ctx.state.new_participant(room, name, ctx.entropy, is_host=False)
     ctx.sender = student
     _bind(ctx, room, student, 0)
@@ -158,6 +173,20 @@ def room_join(ctx: Ctx, parsed: tuple[int, str | None, str | None]) -> None:
         ctx.alert(room, student, "WARNING", OUTDATED + newest)
     send_room_update(ctx, room)
     ctx.stats_changed()
+
+
+def _name_in_use(ctx: Ctx, existing: Participant) -> str | None:
+    """What a ``room/join`` with the name of ``existing`` does instead of ``name_taken``:
+    ``"reattach"`` to it (§4.4 item 2, §4.5 item 1), ``"replace"`` it by a new student
+    (§4.5 item 2), or None (``name_taken``: the host, an online student, or, without the
+    legacy mode, an offline student last attached over the plain framing)."""
+    if existing.is_host or existing.online:
+        return None
+    if ctx.state.settings.legacy_tokenless:
+        return "reattach"
+    if existing.framing != SOCKETIO:
+        return None
+    return "reattach" if same_device(ctx.session.device, existing.device) else "replace"
 
 
 def _reply_alert(kind: str, message: str) -> Any:
@@ -194,13 +223,17 @@ def _authenticate(
     if p is None:
         raise EventError("user_not_found", f"no user {user_id} in room {room_id}")
     if token is None:
-        if not ctx.state.settings.legacy_tokenless:
+        # Tokenless: the legacy mode (§4.4), or the device cookie bound to it (§4.6).
+        if not (ctx.state.settings.legacy_tokenless
+                or same_device(ctx.session.device, p.device)):
             raise EventError("bad_token", "a token is required")
     elif not ids.same_secret(token, p.token):
         raise EventError("bad_token", "wrong token")
     if p.is_host != want_host:
         raise EventError("forbidden", "this user has another role")
     ctx.room, ctx.sender = room, p
+    if ctx.session.framing == SOCKETIO:
+        last_seq = None  # Socket.IO carries no seq: a last_seq is ignored (Appendix C)
     return room, p, last_seq
 
 
@@ -301,14 +334,18 @@ def room_kill(ctx: Ctx, user_id: int) -> None:
 
 
 def room_close(ctx: Ctx, _: None) -> None:
+    """§6.1: the online students get ``room/closed``; the host's connection becomes unbound
+    and stays open (the shell acknowledges after these actions); the students'
+    connections are closed with 4000 once flushed."""
     room = ctx.room
     assert room is not None
     closed = Outgoing("room/closed", {"message": "Room closed!"})
     for student in room.students():
         if student.online:
             ctx.seq(room, student, closed)
-    ctx.actions.extend(ctx.state.remove_room(room))
+    ctx.actions.append(Unbind())
     ctx.session.room_id = ctx.session.user_id = None
+    ctx.actions.extend(ctx.state.remove_room(room, keep_host=True))
 
 
 #: This module's events, in the order of the protocol's tables.

@@ -12,6 +12,9 @@ HOST_ID = 1
 STATUSES = ("NONE", "IN_PROGRESS", "HELP", "DONE", "ACCEPTED")
 SIGNALS = ("NONE", "IN_PROGRESS", "HELP", "DONE")
 MAX_MESSAGES = 1000
+#: The framings of §3, as ``Session.framing`` and ``Participant.framing`` name them.
+PLAIN = "observer"
+SOCKETIO = "socketio"
 
 
 @dataclass(slots=True)
@@ -35,6 +38,10 @@ class Participant:
     messages: list[dict[str, Any]] = field(default_factory=list)
     files: dict[str, FileEntry] = field(default_factory=dict)
     files_bytes: int = 0
+    #: The device cookie of the connection that last attached it (§4.6), if it carried one.
+    device: str | None = None
+    #: The framing of the connection that last attached it (§4.5, §6.1 ``room/update``).
+    framing: str = PLAIN
 
     @property
     def role(self) -> str:

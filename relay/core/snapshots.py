@@ -5,13 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from .context import Ctx
-from .model import Participant, Room
+from .model import SOCKETIO, Participant, Room
 from .outgoing import Outgoing
 
 
 def room_update_data(room: Room) -> dict[str, Any]:
+    """§6.1 ``room/update``, shaped for the framing of the host's current (or last)
+    connection: on Socket.IO the host and the online students only (the seed teacher UI
+    shows every listed student as present); on the plain framing everyone, with status."""
+    online_only = room.host.framing == SOCKETIO
     users = []
     for p in room.participants.values():
+        if online_only and not p.online and not p.is_host:
+            continue
         users.append(
             {
                 "id": p.user_id,

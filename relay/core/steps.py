@@ -90,11 +90,12 @@ def _parse_status_map(ctx: Ctx, data: Any) -> dict[str, Any]:
 def status_to_mentor(ctx: Ctx, statuses: dict[str, Any]) -> None:
     room, student = ctx.room, ctx.sender
     assert room is not None and student is not None
+    # Entries for names that are not published steps are ignored, whatever their value
+    # (§6.5: the plugin reports statuses for names of its own, e.g. ``T``).
     published = _published(room)
+    statuses = {name: value for name, value in statuses.items() if name in published}
     forbidden = False
     for name, value in statuses.items():
-        if name not in published:
-            raise invalid(f"{name!r} is not a published step")
         if value == "ACCEPTED":
             forbidden = forbidden or student.statuses.get(name) != "ACCEPTED"
         elif value not in STUDENT_STATUSES or not isinstance(value, str):
