@@ -135,6 +135,7 @@ class Config:
     log_level: str = "INFO"
     max_connections_per_ip: int = 2000
     max_rooms_per_ip: int = 50
+    sio_polling: bool = True  # Engine.IO long-polling and upgrade on /socket.io/
 
     def transport_settings(self) -> TransportSettings:
         return TransportSettings(
@@ -207,6 +208,7 @@ ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "OBSERVER_LOG_LEVEL": ("log_level", parse_log_level),
     "OBSERVER_MAX_CONNECTIONS_PER_IP": ("max_connections_per_ip", _nonneg_int),
     "OBSERVER_MAX_ROOMS_PER_IP": ("max_rooms_per_ip", _nonneg_int),
+    "OBSERVER_SIO_POLLING": ("sio_polling", parse_bool),
 }
 
 

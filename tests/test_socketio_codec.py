@@ -14,7 +14,7 @@ from relay.codecs.base import BadFrame, CloseRequest, Incoming, ObserverCodec, P
 from relay.codecs.socketio import TERMINAL_CLOSE_CODES, SocketIOCodec, new_sid
 from relay.core.errors import EventError
 from relay.core.outgoing import Outgoing
-from relay.transport.sio_handshake import check_sio_request
+from relay.transport.sio_handshake import SessionState, parse_query, refusal
 
 SID = re.compile(r"[A-Za-z0-9_-]{20}")
 BINARY = "binary attachments are not supported"
@@ -403,39 +403,57 @@ def test_appendix_b_host() -> None:
     assert c.decode("3") == [Pong()]
 
 
-# -- the 400 table ------------------------------------------------------------------------------
-TRANSPORT = (400, b'{"code":0,"message":"Only the websocket transport is supported"}')
-PROTOCOL = (400, b'{"code":5,"message":"Unsupported protocol version"}')
+# -- the §3.2 refusal table (v2: polling, upgrade, CORS) ----------------------------------------
+WS_ONLY = (400, b'{"code":0,"message":"Only the websocket transport is supported"}')
+TRANSPORT = (400, b'{"code":0,"message":"Transport unknown"}')
 SESSION = (400, b'{"code":1,"message":"Session ID unknown"}')
+METHOD = (400, b'{"code":2,"message":"Bad handshake method"}')
+BAD = (400, b'{"code":3,"message":"Bad request"}')
+FORBIDDEN = (403, b'{"code":4,"message":"Forbidden"}')
+PROTOCOL = (400, b'{"code":5,"message":"Unsupported protocol version"}')
+S = SessionState
 
 
 @pytest.mark.parametrize(
-    ("upgrade", "query", "expected"),
+    ("method", "ws", "query", "state", "polling", "origin_ok", "expected"),
     [
-        (True, "EIO=4&transport=websocket", None),
-        (True, "?EIO=4&transport=websocket&t=NxYz1&b64=1", None),
-        (True, "transport=web%73ocket&EIO=4", None),
-        (False, "EIO=4&transport=websocket", TRANSPORT),
-        (False, "EIO=3&transport=polling&sid=abc", TRANSPORT),
-        (True, "EIO=4&transport=polling", TRANSPORT),
-        (True, "EIO=4", TRANSPORT),
-        (True, "", TRANSPORT),
-        (True, "EIO=4&transport=WebSocket", TRANSPORT),
-        (True, "EIO=4&transport=websocket&transport=polling", TRANSPORT),
-        (True, "EIO=3&transport=polling", TRANSPORT),
-        (True, "transport=websocket", PROTOCOL),
-        (True, "EIO=3&transport=websocket", PROTOCOL),
-        (True, "EIO=04&transport=websocket", PROTOCOL),
-        (True, "EIO=&transport=websocket", PROTOCOL),
-        (True, "eio=4&transport=websocket", PROTOCOL),
-        (True, "EIO=5&transport=websocket&sid=abc", PROTOCOL),
-        (True, "EIO=4&transport=websocket&sid=abc", SESSION),
-        (True, "EIO=4&transport=websocket&sid=", SESSION),
-        (True, "sid=x&EIO=4&transport=websocket", SESSION),
+        ("GET", True, "EIO=4&transport=websocket", S.NONE, True, True, None),
+        ("GET", True, "?EIO=4&transport=websocket&t=NxYz1&b64=1", S.NONE, True, True, None),
+        ("GET", True, "transport=web%73ocket&EIO=4", S.NONE, True, True, None),
+        ("GET", False, "EIO=4&transport=polling", S.NONE, True, True, None),
+        ("GET", False, "EIO=4&transport=polling&sid=abc", S.POLLING, True, True, None),
+        ("POST", False, "EIO=4&transport=polling&sid=abc", S.POLLING, True, True, None),
+        ("OPTIONS", False, "EIO=4&transport=polling", S.NONE, True, True, None),
+        ("GET", True, "EIO=4&transport=websocket&sid=abc", S.POLLING, True, True, None),
+        # transport (code 0): unknown, or not the request's kind, or polling switched off
+        ("GET", False, "EIO=4&transport=websocket", S.NONE, True, True, TRANSPORT),
+        ("GET", True, "EIO=4&transport=polling", S.NONE, True, True, TRANSPORT),
+        ("GET", True, "EIO=4", S.NONE, True, True, TRANSPORT),
+        ("GET", False, "", S.NONE, True, True, TRANSPORT),
+        ("GET", True, "EIO=4&transport=WebSocket", S.NONE, True, True, TRANSPORT),
+        ("GET", True, "EIO=4&transport=websocket&transport=polling", S.NONE, True, True,
+         TRANSPORT),
+        ("GET", False, "EIO=4&transport=polling", S.NONE, False, True, WS_ONLY),
+        # the first matching row wins (Appendix C)
+        ("PUT", False, "EIO=3&transport=xhr", S.NONE, True, False, TRANSPORT),
+        ("PUT", False, "EIO=3&transport=polling&sid=x", S.UNKNOWN, True, False, SESSION),
+        ("GET", True, "EIO=4&transport=websocket&sid=", S.UNKNOWN, True, True, SESSION),
+        ("PUT", False, "EIO=3&transport=polling", S.NONE, True, False, METHOD),
+        ("POST", False, "EIO=4&transport=polling", S.NONE, True, True, METHOD),
+        ("GET", False, "EIO=3&transport=polling&sid=x", S.UPGRADED, True, False, BAD),
+        ("GET", True, "EIO=4&transport=websocket&sid=x", S.UPGRADING, True, True, BAD),
+        ("GET", True, "EIO=4&transport=websocket&sid=x", S.UPGRADED, True, True, BAD),
+        ("GET", False, "EIO=3&transport=polling", S.NONE, True, False, FORBIDDEN),
+        ("GET", False, "EIO=3&transport=polling", S.NONE, True, True, PROTOCOL),
+        ("GET", True, "transport=websocket", S.NONE, True, True, PROTOCOL),
+        ("GET", True, "EIO=04&transport=websocket", S.NONE, True, True, PROTOCOL),
+        ("GET", True, "eio=4&transport=websocket", S.NONE, True, True, PROTOCOL),
     ],
 )
-def test_handshake_table(upgrade: bool, query: str, expected: tuple[int, bytes] | None) -> None:
-    result = check_sio_request(upgrade, query)
+def test_refusal_table(method: str, ws: bool, query: str, state: SessionState, polling: bool,
+                       origin_ok: bool, expected: tuple[int, bytes] | None) -> None:
+    result = refusal(method, ws, parse_query(query), polling=polling, state=state,
+                     origin_ok=origin_ok)
     assert result == expected
     if result is not None:
         json.loads(result[1])

@@ -198,19 +198,26 @@ def test_client_disconnect_closes(server: str) -> None:
     run(scenario())
 
 
-def test_polling_refused(server: str) -> None:
+def test_polling_only_and_default_clients_connect(server: str) -> None:
+    """v2 (§3.2): long-polling is served; a default client polls, then upgrades."""
     async def scenario() -> None:
-        client = socketio.AsyncClient(reconnection=False)
-        with pytest.raises(socketio.exceptions.ConnectionError):
-            await client.connect(server, transports=["polling"], wait_timeout=2)
-        async with httpx.AsyncClient() as http:
-            r = await http.get(server + "/socket.io/", params={"EIO": "4",
-                                                             "transport": "polling"})
-        assert r.status_code == 400
-        assert r.headers["content-type"].startswith("application/json")
-        assert r.json() == {"code": 0, "message": "Only the websocket transport is supported"}
+        for transports, final in ((["polling"], "polling"), (None, "websocket")):
+            client = socketio.AsyncClient(reconnection=False)
+            await client.connect(server, transports=transports, wait_timeout=5)
+            assert await client.call("rtc/config", {}, timeout=5) == {
+                "ok": False, "error": {"code": "not_in_room", "message": "join a room first"}}
+            assert client.transport() == final
+            await client.disconnect()
 
     run(scenario())
+
+
+async def test_polling_refused_when_switched_off(start_relay: StartRelay) -> None:
+    relay = await start_relay(sio_polling=False)
+    status, ctype, body = await http_get(relay, "/socket.io/?EIO=4&transport=polling", False)
+    assert status == 400 and ctype.startswith("application/json")
+    assert json.loads(body) == {"code": 0,
+                                "message": "Only the websocket transport is supported"}
 
 
 # -- exact packets over raw WebSockets -------------------------------------------------------------
@@ -406,8 +413,8 @@ async def http_get(relay: Relay, target: str, upgrade: bool) -> tuple[int, str, 
 
 @pytest.mark.parametrize(
     ("target", "upgrade", "code"),
-    [("/socket.io/?EIO=4&transport=polling", False, 0),
-     ("/socket.io/?EIO=4&transport=websocket", False, 0),
+    [("/socket.io/?EIO=4&transport=websocket", False, 0),
+     ("/socket.io/?EIO=4&transport=xhr", False, 0),
      ("/socket.io?EIO=4&transport=polling", True, 0),
      ("/socket.io/?EIO=3&transport=websocket", True, 5),
      ("/socket.io/?transport=websocket", True, 5),

@@ -113,6 +113,12 @@ class Cluster:
     def connection_opened(self, conn: Any) -> None:
         self.ctx.local[conn.conn_id] = conn
 
+    def connection_replaced(self, old_id: int, old: Any, new: Any) -> None:
+        """A session moved onto another transport object (``new`` has ``old``'s id now;
+        ``old_id`` was ``new``'s own)."""
+        self.ctx.local.pop(old_id, None)
+        self.ctx.local[new.conn_id] = new
+
     def connection_closed(self, conn: Any) -> None:
         if conn.endpoint == "ws":
             self.ctx.local.pop(conn.conn_id, None)

@@ -161,11 +161,12 @@ class SocketIOCodec:
         """A valid ``40`` was received: events are processed from now on."""
         return self.socket_sid is not None
 
-    def open_packet(self) -> bytes:
-        """The Engine.IO open packet, sent as soon as the upgrade completes."""
+    def open_packet(self, upgrades: bool = False) -> bytes:
+        """The Engine.IO open packet: at once on a WebSocket session (``upgrades`` empty),
+        as the answer to a polling handshake (which may upgrade to ``websocket``)."""
         body = encode_json({
             "sid": self.sid,
-            "upgrades": [],
+            "upgrades": ["websocket"] if upgrades else [],
             "pingInterval": self.ping_interval_ms,
             "pingTimeout": self.ping_timeout_ms,
             "maxPayload": self.max_payload,

@@ -28,6 +28,8 @@ class Node(ConnectionHost, Protocol):
     signaling_conns: dict[int, Connection]
     connections: set[Any]
     heartbeat_wheel: HeartbeatWheel
+    listener: Any  # relay.server.listen.Listener
+    polling: Any  # relay.server.polling.Polling
 
     @property
     def metrics(self) -> Metrics: ...

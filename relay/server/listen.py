@@ -16,24 +16,19 @@ import socket
 import sys
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import trio
 
 from relay.codecs.wsframe import accept_key
 from relay.ports import Ref
 from relay.transport.connection import WebSocketConnection
-from relay.transport.http import (
-    origin_allowed,
-    read_request,
-    send_answer,
-    send_body,
-    send_json,
-    send_switching,
-    upgrade_refusal,
-)
+from relay.transport.http import Request, origin_allowed, upgrade_refusal
+from relay.transport.http1 import HttpConnection
 from relay.transport.observer import ObserverConnection
 from relay.transport.reading import CLOSE_REASONS
 from relay.transport.signaling import SignalingConnection
-from relay.transport.sio_handshake import check_sio_request
+from relay.transport.sio_handshake import parse_query
+from relay.transport.sio_handshake import refusal as sio_refusal
 
 if TYPE_CHECKING:
     from .base import Node
@@ -47,6 +42,7 @@ ACCEPT_BACKOFF_MAX = 1.0
 OBSERVER_PATHS = frozenset({"/observer", "/observer/"})
 SIO_PATHS = frozenset({"/socket.io", "/socket.io/"})
 WS_PATHS = frozenset({"/ws", "/ws/"})
+JSON = ("Content-Type", "application/json")
 
 
 class Listener:
@@ -98,57 +94,83 @@ class Listener:
                 await stream.aclose()
 
     async def _route(self, stream: trio.SocketStream, ip: str) -> None:
+        """HTTP/1.1 requests on one connection (kept alive between Engine.IO polls) until it
+        closes or upgrades to a WebSocket."""
         node = self.node
-        request = await read_request(stream)
-        if request is None:
-            return
-        path = request.path
-        if node.shutting_down:
-            await send_json(stream, 503, {"status": "shutting_down"})
-            return
-        if not request.asks_upgrade:
-            if path == "/healthz" and request.method in ("GET", "HEAD"):
-                status, body = node.health()
-                await send_json(stream, status, body, head=request.method == "HEAD")
-            elif path in SIO_PATHS:
-                answer = check_sio_request(False, request.query)
-                assert answer is not None
-                await send_body(stream, *answer)
-            else:
-                await send_json(stream, 404, {"error": "not_found"})
-            return
-        if path not in OBSERVER_PATHS and path not in SIO_PATHS and path not in WS_PATHS:
-            await send_json(stream, 404, {"error": "not_found"})
-            return
-        if not origin_allowed(request.headers.get("origin"), node.config.allowed_origins):
-            await send_json(stream, 403, {"error": "origin_not_allowed"})
-            return
-        if path in SIO_PATHS:
-            answer = check_sio_request(True, request.query)
-            if answer is not None:
-                await send_body(stream, *answer)
+        http = HttpConnection(stream)
+        while True:
+            request = await http.next_request()
+            if request is None:
                 return
+            if node.shutting_down:
+                await http.respond(503, [JSON], b'{"status":"shutting_down"}', close=True)
+                return
+            path = request.path
+            if request.asks_upgrade:
+                await self._upgrade(http, request, ip)
+                return
+            if path in SIO_PATHS:
+                if not await node.polling.serve(http, request, ip):
+                    return
+            elif path == "/healthz" and request.method in ("GET", "HEAD"):
+                status, body = node.health()
+                if not await http.respond(status, [JSON], msgspec.json.encode(body),
+                                          head=request.method == "HEAD"):
+                    return
+            elif not await http.respond(404, [JSON], b'{"error":"not_found"}'):
+                return
+            if not http.keep_alive:
+                return
+
+    async def _upgrade(self, http: HttpConnection, request: Request, ip: str) -> None:
+        node = self.node
+        path = request.path
+        if path not in OBSERVER_PATHS and path not in SIO_PATHS and path not in WS_PATHS:
+            await http.respond(404, [JSON], b'{"error":"not_found"}', close=True)
+            return
+        origin_ok = origin_allowed(request.headers.get("origin"), node.config.allowed_origins)
+        session = None
+        if path in SIO_PATHS:
+            query = parse_query(request.query)
+            state = node.polling.state(query.sid)
+            refused = sio_refusal(request.method, True, query, polling=True, state=state,
+                                  origin_ok=origin_ok)
+            if refused is not None:
+                await http.respond(refused[0], [JSON], refused[1], close=True)
+                return
+            if query.sid is not None:
+                session = node.polling.sessions[query.sid]
+        elif not origin_ok:
+            await http.respond(403, [JSON], b'{"error":"origin_not_allowed"}', close=True)
+            return
         refusal = upgrade_refusal(request)  # §2.1: 400, or 426 + Sec-WebSocket-Version: 13
         if refusal is not None:
-            await send_answer(stream, *refusal)
+            status, fields, body = refusal
+            await http.respond(status, [JSON, *fields], body, close=True)
             return
         key = request.headers["sec-websocket-key"]  # one canonical base64 key of 16 bytes
         cap = node.config.max_connections_per_ip
-        if cap and self.per_ip.get(ip, 0) >= cap:
-            await send_json(stream, 429, {"error": "too_many_connections"})
+        if cap and self.per_ip.get(ip, 0) >= cap and session is None:
+            await http.respond(429, [JSON], b'{"error":"too_many_connections"}', close=True)
             return
-        await send_switching(stream, accept_key(key))
+        trailing = await http.switch([("Upgrade", "websocket"), ("Connection", "Upgrade"),
+                                      ("Sec-WebSocket-Accept", accept_key(key))])
+        if trailing is None:
+            return
         conn: WebSocketConnection
         if path in WS_PATHS:
-            signaling = SignalingConnection(node, node.settings, stream, ip, request.trailing,
+            signaling = SignalingConnection(node, node.settings, http.stream, ip, trailing,
                                             node.signaling.connect())
             node.signaling_conns[signaling.signaling_id] = signaling
             conn = signaling
         else:
             endpoint = "socketio" if path in SIO_PATHS else "observer"
-            conn = ObserverConnection(node, node.settings, stream, ip, request.trailing,
-                                      node.codec_for(endpoint))
-        del request  # the handshake's headers are not kept for the connection's lifetime
+            observer = ObserverConnection(node, node.settings, http.stream, ip, trailing,
+                                          node.codec_for(endpoint))
+            if session is not None:
+                observer.probe_for(session)
+            conn = observer
+        del request, http  # the handshake is not kept for the connection's lifetime
         await self.serve(conn)
 
     async def adopt(self, fd: int, endpoint: str, session: dict[str, Any], event: str,

@@ -75,6 +75,9 @@ class LocalBackplane:
     def connection_closed(self, conn: Connection) -> None:
         pass
 
+    def connection_replaced(self, old_id: int, old: Connection, new: Connection) -> None:
+        pass
+
     def participant_offline(self, room_id: int, user_id: int, ip: str) -> None:
         node = self.node
         session = Session(ip=ip, room_id=room_id, user_id=user_id)

@@ -39,6 +39,7 @@ from signaling.ws_rooms import SignalingHub, type_label
 
 from .listen import Listener
 from .local import LocalBackplane
+from .polling import Polling
 from .rooms import RoomShell
 
 log = logging.getLogger("relay.server")
@@ -68,6 +69,7 @@ class RelayServer:
         self.signaling = SignalingHub()
         self.rooms = RoomShell(self)
         self.listener = Listener(self)
+        self.polling = Polling(self)
         self.connections: set[Any] = set()
         self.signaling_conns: dict[int, Connection] = {}
         self._conn_ids = 0
@@ -121,7 +123,7 @@ class RelayServer:
             return
         self._shutting_down = True
         for conn in list(self.connections):
-            conn.close(1001, "server shutting down")
+            conn.close(1001, "server shutting down")  # (a polling session: its GET says 1)
         with trio.move_on_after(SHUTDOWN_GRACE):
             while self.connections:
                 await trio.sleep(0.02)
@@ -175,6 +177,7 @@ class RelayServer:
         return self.backplane.signaling(conn, text, binary)  # type: ignore[no-any-return]
 
     def connection_closed(self, conn: Any) -> None:
+        self.polling.ended(conn)
         self.backplane.connection_closed(conn)
         if conn.endpoint == "ws":
             self.signaling_conns.pop(conn.signaling_id, None)
@@ -185,6 +188,10 @@ class RelayServer:
             room_id, user_id = ended
             conn.session.room_id = conn.session.user_id = None
             self.backplane.participant_offline(room_id, user_id, conn.session.ip)
+
+    def upgrade_session(self, session: Any, ws: Any) -> None:
+        """A polling session's WebSocket received ``5``: it is the session from now on."""
+        self.polling.upgrade(session, ws)
 
     # -- ClusterHost -------------------------------------------------------------------
     def handle_event(self, peer: Peer, event: str, data: Any, ref: Ref | None, *,

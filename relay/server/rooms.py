@@ -157,6 +157,14 @@ class RoomShell:
             source, result = action.label.split(":")
             m.inc("observer_imports", source, result, amount=action.amount)
 
+    def replace_peer(self, old: Peer, new: Peer) -> None:
+        """A session moved to another transport object (Engine.IO upgrade)."""
+        session = old.session
+        if session.room_id is not None and session.user_id is not None:
+            key = (session.room_id, session.user_id)
+            if self.peers.get(key) is old:
+                self.peers[key] = new
+
     def connection_ended(self, peer: Peer) -> tuple[int, int] | None:
         """``peer``'s connection ended: the participant it was bound to, if it goes offline
         (not when the core already handled it: replaced, kicked, closed, moved)."""

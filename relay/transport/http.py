@@ -133,17 +133,17 @@ async def read_request(stream: trio.abc.Stream) -> Request | None:
     with trio.move_on_after(HANDSHAKE_TIMEOUT):
         try:
             return await _read_head(stream)
-        except _Refused:
+        except Refused:
             await _send_raw(stream, 400, _BAD_REQUEST)
     return None
 
 
-class _Refused(Exception):
+class Refused(Exception):
     """The head is not one this server accepts: answered 400."""
 
 
 async def _read_head(stream: trio.abc.Stream) -> Request | None:
-    """The request, or None when the peer went away first; raises ``_Refused`` for garbage.
+    """The request, or None when the peer went away first; raises ``Refused`` for garbage.
 
     h11's ``max_incomplete_event_size`` only bounds a head still incomplete, so one read that
     brings a whole 60 KiB head would pass it: the complete head's size is checked here as
@@ -159,7 +159,7 @@ async def _read_head(stream: trio.abc.Stream) -> Request | None:
         except (h11.ProtocolError, ValueError):
             # ProtocolError is everything h11 refuses; ValueError guards the conversions
             # inside h11 (older releases let int() of a huge Content-Length escape).
-            raise _Refused from None
+            raise Refused from None
         if event is h11.NEED_DATA:
             try:
                 data = await stream.receive_some(_READ_SIZE)
@@ -174,12 +174,12 @@ async def _read_head(stream: trio.abc.Stream) -> Request | None:
             return None  # (a server connection yields nothing else before data runs out)
         trailing = bytes(conn.trailing_data[0])
         if received - len(trailing) > MAX_REQUEST_HEAD:
-            raise _Refused
-        return _request(event, trailing)
+            raise Refused
+        return request_of(event, trailing)
 
 
-def _request(event: h11.Request, trailing: bytes) -> Request:
-    """The ``Request`` of a parsed head; ``_Refused`` when its target cannot be read."""
+def request_of(event: h11.Request, trailing: bytes) -> Request:
+    """The ``Request`` of a parsed head; ``Refused`` when its target cannot be read."""
     headers: dict[str, str] = {}
     counts: dict[str, int] = {}
     for name, value in event.headers:
@@ -200,7 +200,7 @@ def _request(event: h11.Request, trailing: bytes) -> Request:
 
 
 def _split_target(target: str) -> tuple[str, str]:
-    """(path, query) of a request target; ``_Refused`` for one that cannot be read.
+    """(path, query) of a request target; ``Refused`` for one that cannot be read.
 
     The origin form (``/path?query``, what clients send) is split by hand: ``urlsplit``
     would take ``//observer`` for a host named "observer" with an empty path, and raises
@@ -214,7 +214,7 @@ def _split_target(target: str) -> tuple[str, str]:
     try:
         parts = urlsplit(target)
     except ValueError:
-        raise _Refused from None
+        raise Refused from None
     return parts.path, parts.query
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable
 from typing import Any
 
 import trio
 
 from relay.codecs.base import Incoming, ObserverCodec
+from relay.codecs.wsframe import text_frame
 from relay.core.context import Session
 from relay.ports import ConnectionHost
 
@@ -20,7 +22,8 @@ SIO_CONNECT_DEADLINE = 45.0
 
 
 class ObserverConnection(ObserverFraming, WebSocketConnection):
-    __slots__ = ("_first", "_limiter", "codec", "connect_deadline", "released", "session")
+    __slots__ = ("_first", "_limiter", "codec", "connect_deadline", "polling_sid", "released",
+                 "session", "upgrading")
 
     def __init__(self, host: ConnectionHost, settings: TransportSettings,
                  stream: trio.SocketStream, ip: str, trailing: bytes,
@@ -42,6 +45,40 @@ class ObserverConnection(ObserverFraming, WebSocketConnection):
         # Scale-out: the joining event of a connection handed over by another node of
         # this host (``relay.cluster.handoff``), handled before anything is read.
         self._first: Incoming | None = None
+        #: Engine.IO upgrade: the polling session this WebSocket probes for (until ``5``),
+        #: and afterwards the sid of the session it became.
+        self.upgrading: Any = None
+        self.polling_sid: str | None = None
+
+    def probe_for(self, session: Any) -> None:
+        """This WebSocket was opened to upgrade ``session`` (§3.2): until the client's
+        ``5`` it only answers probes; it sends no open packet and no pings of its own."""
+        self.upgrading = session
+        self.ping_due = self.connect_deadline = math.inf
+
+    def handle_text(self, text: str) -> Awaitable[None] | None:
+        if self.upgrading is None:
+            return ObserverFraming.handle_text(self, text)
+        session = self.upgrading
+        if text[:1] == "2":  # 2probe -> 3probe; the pending GET is answered with 6
+            self.push(text_frame(b"3" + text[1:].encode("utf-8", "replace")))
+            session.probe()
+        elif text == "5":
+            self.upgrading = None
+            if session.ended:
+                self.close(1000, "the session ended during the upgrade")
+            else:
+                self.host.upgrade_session(session, self)  # type: ignore[attr-defined]
+        return None  # nothing else is expected before the 5
+
+    def take_over(self, other: Any, first: list[bytes]) -> None:  # type: ignore[override]
+        super().take_over(other, first)
+        self.ping_due, self.pong_deadline = other.ping_due, other.pong_deadline
+
+    def flush(self) -> None:
+        """Write what a take-over queued (the writer ends by itself when done)."""
+        if self.has_pending:
+            self._kick()
 
     def adopt(self, event: str, data: Any, ref: Any) -> None:
         """This connection arrives from another node of this host, with its first event."""
@@ -64,7 +101,8 @@ class ObserverConnection(ObserverFraming, WebSocketConnection):
     # -- lifetime ----------------------------------------------------------------------
     def on_open(self) -> None:
         open_packet = getattr(self.codec, "open_packet", None)
-        if open_packet is not None and self._first is None:  # adopted: the client has it
+        if open_packet is not None and self._first is None and self.upgrading is None:
+            # (a handed-over or upgrading session: the client has its open packet)
             self.push(open_packet())  # Socket.IO: the Engine.IO open packet at once
 
     def heartbeat_due(self) -> float:
