@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from .space import Space
+from .surface import SpaceSurface
 
 PREVIEW_CHARS = 200
 
@@ -31,7 +30,7 @@ def iso_timestamp(now: float) -> str:
     return f"{stamp}.{micros // 1000:03d}Z"
 
 
-def document(space: Space, now: float) -> dict[str, Any]:
+def document(space: SpaceSurface, now: float) -> dict[str, Any]:
     """``{space, generated_at, clients, topics, services}``; names in code-point order."""
     pending: dict[tuple[str, int], int] = {}
     for p in space.pending.values():

@@ -8,23 +8,21 @@ answers, the timeout passes, or either side's connection ends. Every request wit
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import frames
 from .actions import SERVICE_REQUESTS_TOTAL
 from .entropy import uuid4
 from .names import is_special, is_validator_name, service_name_problem
 from .state import Client, Pending, RequestId, Turn, jsonable_id
+from .surface import SpaceSurface
 from .topic_events import resolve_validation
 from .values import is_number, json_size
-
-if TYPE_CHECKING:
-    from .space import Space
 
 _NAME_RULE = "service_name must be 1-256 printable characters"
 
 
-def register_service(space: Space, turn: Turn, client: Client, body: dict[str, Any]) -> None:
+def register_service(space: SpaceSurface, turn: Turn, client: Client, body: dict[str, Any]) -> None:
     settings = space.settings
     name = body.get("service_name")
     problem = service_name_problem(name, settings.max_name_chars)
@@ -53,7 +51,7 @@ def register_service(space: Space, turn: Turn, client: Client, body: dict[str, A
     space.status(turn, f"service {name} registered by client {client.id}")
 
 
-def unregister_service(space: Space, turn: Turn, client: Client,
+def unregister_service(space: SpaceSurface, turn: Turn, client: Client,
                        body: dict[str, Any]) -> None:
     name = body.get("service_name")
     problem = service_name_problem(name, space.settings.max_name_chars)
@@ -76,7 +74,7 @@ def unregister_service(space: Space, turn: Turn, client: Client,
     space.status(turn, f"service {name} unregistered")
 
 
-def _immediate_failure(space: Space, client: Client,
+def _immediate_failure(space: SpaceSurface, client: Client,
                        body: dict[str, Any]) -> tuple[str, str] | None:
     """The first failure of a request before it is forwarded (§9.5's order), or ``None``."""
     settings = space.settings
@@ -104,7 +102,7 @@ def _immediate_failure(space: Space, client: Client,
     return None
 
 
-def request(space: Space, turn: Turn, client: Client, body: dict[str, Any]) -> None:
+def request(space: SpaceSurface, turn: Turn, client: Client, body: dict[str, Any]) -> None:
     request_id = jsonable_id(body.get("request_id"))
     if request_id is None or request_id in client.requests:
         space.fail(turn, client, "invalid_payload",
@@ -131,7 +129,7 @@ def request(space: Space, turn: Turn, client: Client, body: dict[str, Any]) -> N
     turn.send((provider,), frames.provider_request(service, args, rid, client.id))
 
 
-def response(space: Space, turn: Turn, client: Client, body: dict[str, Any]) -> None:
+def response(space: SpaceSurface, turn: Turn, client: Client, body: dict[str, Any]) -> None:
     settings = space.settings
     rid = body.get("request_id")
     if not isinstance(rid, str) and type(rid) is not int:
@@ -164,7 +162,7 @@ def response(space: Space, turn: Turn, client: Client, body: dict[str, Any]) -> 
         turn.count(SERVICE_REQUESTS_TOTAL, "ok")
 
 
-def _validator_answer(space: Space, turn: Turn, pending: Pending, result: Any,
+def _validator_answer(space: SpaceSurface, turn: Turn, pending: Pending, result: Any,
                       error: str | None) -> None:
     """``{"valid": true}`` accepts, ``{"valid": false, "reason"?}`` rejects (§9.4)."""
     if error is not None:
@@ -185,7 +183,7 @@ def _validator_answer(space: Space, turn: Turn, pending: Pending, result: Any,
                        "the validator's answer is not {valid, reason?}")
 
 
-def resolve_failure(space: Space, turn: Turn, pending: Pending, code: str,
+def resolve_failure(space: SpaceSurface, turn: Turn, pending: Pending, code: str,
                     message: str) -> None:
     """The failed ``response`` of a forwarded request, to its requester."""
     assert pending.requester is not None and pending.request_id is not None
@@ -193,7 +191,7 @@ def resolve_failure(space: Space, turn: Turn, pending: Pending, code: str,
                      code, message)
 
 
-def _respond_failure(space: Space, turn: Turn, client_id: int, request_id: RequestId,
+def _respond_failure(space: SpaceSurface, turn: Turn, client_id: int, request_id: RequestId,
                      service: str | None, code: str, message: str) -> None:
     """Seed shape: ``error`` first (its client logs it), then ``response: null`` so that
     the request's callback still runs. Full shape: one ``response`` with ``error``."""

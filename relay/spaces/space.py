@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, Final
 
-from . import frames, inspector
+from . import frames, inspector, service_events, topic_events
 from .actions import (
     ERRORS_TOTAL,
     MESSAGES_IN_TOTAL,
@@ -36,6 +36,8 @@ from .state import Client, Pending, RequestId, Turn
 from .strings import INSERT, Edit
 from .topics import Prepared, Topic
 
+# The handler modules type their ``space`` parameter as a ``SpaceSurface`` (surface.py), a
+# Protocol that ``Space`` satisfies, so they need not import this module.
 Handler = Callable[["Space", Turn, Client, dict[str, Any]], None]
 
 
@@ -310,9 +312,6 @@ class Space:
                                                "the request timed out")
             self.note(turn, pending.provider, f"request {rid} to {pending.service} timed out")
 
-
-# The handlers live in two modules that need the Space type, hence the import at the end.
-from . import service_events, topic_events  # noqa: E402
 
 _HANDLERS: Final[Mapping[str, Handler]] = MappingProxyType({
     "subscribe": topic_events.subscribe,

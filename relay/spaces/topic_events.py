@@ -7,7 +7,7 @@ value as it is then. Other topics are not held up.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import frames
 from .actions import ERRORS_TOTAL
@@ -15,14 +15,12 @@ from .changes import prepare
 from .entropy import uuid4
 from .names import SERVER_STATUS, client_message_topic, is_special, name_problem, validator_service
 from .state import Client, Pending, Turn
+from .surface import SpaceSurface
 from .topics import TOPIC_TYPES, Refused, Topic, Waiting
 from .values import json_size
 
-if TYPE_CHECKING:
-    from .space import Space
 
-
-def subscribe(space: Space, turn: Turn, client: Client, body: dict[str, Any]) -> None:
+def subscribe(space: SpaceSurface, turn: Turn, client: Client, body: dict[str, Any]) -> None:
     name = body.get("topic_name")
     problem = name_problem(name, space.settings.max_name_chars)
     if problem is not None:
@@ -73,7 +71,7 @@ def subscribe(space: Space, turn: Turn, client: Client, body: dict[str, Any]) ->
         space.status(turn, f"topic {name} created by client {client.id}")
 
 
-def unsubscribe(space: Space, turn: Turn, client: Client, body: dict[str, Any]) -> None:
+def unsubscribe(space: SpaceSurface, turn: Turn, client: Client, body: dict[str, Any]) -> None:
     name = body.get("topic_name")
     problem = name_problem(name, space.settings.max_name_chars)
     if problem is not None:
@@ -92,7 +90,7 @@ def unsubscribe(space: Space, turn: Turn, client: Client, body: dict[str, Any]) 
     space.version += 1
 
 
-def update(space: Space, turn: Turn, client: Client, body: dict[str, Any]) -> None:
+def update(space: SpaceSurface, turn: Turn, client: Client, body: dict[str, Any]) -> None:
     name = body.get("topic_name")
     change = body.get("change")
     if not isinstance(name, str) or type(change) is not dict:
@@ -122,7 +120,7 @@ def update(space: Space, turn: Turn, client: Client, body: dict[str, Any]) -> No
     process(space, turn, topic, waiting)
 
 
-def reject(space: Space, turn: Turn, topic: Topic, waiting: Waiting, code: str,
+def reject(space: SpaceSurface, turn: Turn, topic: Topic, waiting: Waiting, code: str,
            reason: str) -> None:
     """``reject_update`` to the sender (if still connected) with its change as sent."""
     if waiting.client_id in space.clients:
@@ -132,7 +130,7 @@ def reject(space: Space, turn: Turn, topic: Topic, waiting: Waiting, code: str,
         turn.count(ERRORS_TOTAL, code)
 
 
-def process(space: Space, turn: Turn, topic: Topic, waiting: Waiting) -> None:
+def process(space: SpaceSurface, turn: Turn, topic: Topic, waiting: Waiting) -> None:
     """A change at its turn: check, then ask the validator or apply (§9.4 steps 2–4)."""
     settings = space.settings
     try:
@@ -154,7 +152,7 @@ def process(space: Space, turn: Turn, topic: Topic, waiting: Waiting) -> None:
                                                      waiting.client_id))
 
 
-def resolve_validation(space: Space, turn: Turn, pending: Pending, code: str | None,
+def resolve_validation(space: SpaceSurface, turn: Turn, pending: Pending, code: str | None,
                        reason: str) -> None:
     """End a validation: apply (``code`` ``None``) or reject, then run the queued changes."""
     assert pending.topic is not None and pending.waiting is not None
