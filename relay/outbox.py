@@ -28,12 +28,14 @@ _NO_QUEUE: deque[tuple[Item, int]] = deque(maxlen=0)
 
 
 class Outbox:
-    __slots__ = ("_pinned", "_pre", "_queue", "_queue_bytes", "bound", "cursor", "replay_end")
+    __slots__ = ("_oversized", "_pinned", "_pre", "_queue", "_queue_bytes", "bound", "cursor",
+                 "replay_end")
 
     def __init__(self) -> None:
         self._pre: list[bytes] = []  # the reply frames of an attach, before its replay
         self._queue = _NO_QUEUE  # live frames; a real deque on first use (idle peers)
         self._queue_bytes = 0
+        self._oversized = 0  # the size of the one queued frame allowed past the byte bound
         self.bound = False  # attached to a participant
         self.cursor = 0  # highest seq handed on (or skipped, on a fresh attach)
         self.replay_end = 0  # the replay streams seqs (cursor, replay_end]
@@ -72,11 +74,26 @@ class Outbox:
         self._queue.append((item, size))
         self._queue_bytes += size
 
+    def fits(self, size: int, max_frames: int, max_bytes: int) -> bool:
+        """Whether a frame of ``size`` may join the live queue (§2.3).
+
+        One frame larger than the byte bound at a time is allowed (an answer such as
+        ``message/user`` may legitimately be larger): the bound then applies to the other
+        frames queued with it (protocol Appendix D). Call ``enqueue`` after a True.
+        """
+        if len(self._queue) >= max_frames:
+            return False
+        if size > max_bytes and not self._oversized:
+            self._oversized = size
+            return True
+        return self._queue_bytes - self._oversized + size <= max_bytes
+
     def discard(self) -> None:
         """Drop everything not yet handed on (a close that does not flush)."""
         self._queue.clear()
         self._pre.clear()
         self._queue_bytes = 0
+        self._oversized = 0
         self.bound = False
         self._pinned = []
 
@@ -89,6 +106,7 @@ class Outbox:
                 self._queue = deque()
             self._queue.extend(other._queue)
             self._queue_bytes += other._queue_bytes
+            self._oversized = self._oversized or other._oversized
         self.bound = other.bound
         self.cursor = other.cursor
         self.replay_end = other.replay_end
@@ -119,6 +137,8 @@ class Outbox:
         while queue and size < budget:
             item, item_size = queue.popleft()
             self._queue_bytes -= item_size
+            if item_size == self._oversized:
+                self._oversized = 0
             if isinstance(item, tuple):
                 out, seq = item
                 frame = encode(out, seq)

@@ -216,6 +216,9 @@ class ClusterHost(Protocol):
     def rebind_signaling(self, conn: Connection) -> None:
         """Give a ``/ws`` connection a fresh signaling id (it joined a room elsewhere)."""
 
+    async def serve_polling(self, http: Any, request: Any, ip: str) -> bool:
+        """Serve an Engine.IO polling request forwarded by another node."""
+
     async def adopt(self, fd: int, endpoint: str, session: dict[str, Any], event: str,
                     data: Any, ref: Ref | None) -> None:
         """Serve a client socket another node of this host handed over, from its event."""

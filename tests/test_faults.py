@@ -1006,12 +1006,6 @@ async def test_host_snapshot_over_8_mib(start_relay: StartRelay,
     no_server_errors(caplog)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a message/user reply larger than SEND_QUEUE_BYTES is an unsequenced frame pushed "
-    "through the bounded live queue (WebSocketConnection.push -> _enqueue): when anything "
-    "is still being written (the previous reply) it cannot be enqueued and the host is "
-    "closed with 4002; the answer is lost (not in the replay buffer). §2.3 read literally "
-    "allows it, but a student controls the size, so it can disconnect its teacher"))
 async def test_host_asks_twice_for_a_conversation_over_8_mib(start_relay: StartRelay) -> None:
     """§6.2 ``message/user``: the host asks twice in a row for a conversation of 1,000
     messages of 10,000 characters (over 10 MB of JSON, which one student controls). Both

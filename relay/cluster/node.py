@@ -27,6 +27,7 @@ from .forwarding import WATCH_INTERVAL, Forwarding
 from .handoff import Handoff
 from .outboxes import Outboxes
 from .owner import OwnerRooms, room_key
+from .polling import PollingForwarding
 from .remote import Remotes
 from .signaling import SignalingForwarding
 from .stats import ClusterStats, StatsDocuments
@@ -35,6 +36,9 @@ from .wire import (
     Forward,
     Frames,
     Gone,
+    HttpAck,
+    HttpAnswer,
+    HttpForward,
     Message,
     Result,
     WireError,
@@ -70,6 +74,7 @@ class Cluster:
         self.handoff = Handoff(host, self.node_id) if handoff else None
         self.forwarding = Forwarding(self.ctx, self.owner, self.handoff)
         self.signaling_fwd = SignalingForwarding(self.ctx)
+        self.polling = PollingForwarding(self.ctx, host.serve_polling)
         self._idle_expiry = idle_expiry
         self._next_touch = 0.0
 
@@ -140,6 +145,20 @@ class Cluster:
                           ) -> Outcome | None:
         return await self.owner.import_done(room_id, result)
 
+    # -- polling sessions across nodes -----------------------------------------------------
+    async def register_session(self, sid: str) -> None:
+        await self.polling.register(sid)
+
+    def forget_session(self, sid: str) -> None:
+        self.ctx.spawn(self.polling.forget, sid)
+
+    async def session_node(self, sid: str) -> str | None:
+        return await self.polling.session_node(sid)
+
+    async def forward_http(self, node: str, request: Any, body: bytes, ip: str,
+                           write: Any) -> bool:
+        return await self.polling.forward(node, request, body, ip, write)
+
     def _stats_changed_owner(self, room_id: int) -> None:
         self.docs.changed(room_id)
 
@@ -177,12 +196,20 @@ class Cluster:
             self.signaling_fwd.result(msg, msg.wait)
         elif isinstance(msg, WsGone):
             self.signaling_fwd.stub_gone((msg.node, msg.conn))
+        elif isinstance(msg, HttpForward):
+            self.ctx.spawn(self.polling.serve_remote, msg)
+        elif isinstance(msg, HttpAnswer):
+            self.polling.answered(msg, msg.wait)
+        elif isinstance(msg, HttpAck):
+            self.polling.acked(msg.node, msg)
 
     # -- losses and failures -------------------------------------------------------------
     def _lost(self, node: str, messages: list[Message]) -> None:
         for msg in messages:
             if isinstance(msg, WsForward):
                 self.signaling_fwd.result(None, msg.wait)
+            elif isinstance(msg, HttpForward):
+                self.polling.answered(None, msg.wait)
         self.forwarding.lost(node, messages)
 
     def _gap(self, room: str | None) -> None:

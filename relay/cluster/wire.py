@@ -140,7 +140,35 @@ class WsGone(msgspec.Struct, array_like=True, tag="wg", frozen=True):
     conn: int
 
 
-Message = Forward | Frames | Close | Result | Gone | WsForward | WsResult | WsGone
+class HttpForward(msgspec.Struct, array_like=True, tag="hf", frozen=True):
+    """An Engine.IO polling request for a session that lives on the receiving node."""
+
+    node: str
+    wait: int
+    method: str
+    query: str
+    headers: list[tuple[str, str]]  # the fields the session's answer depends on
+    body: bytes
+    ip: str
+
+
+class HttpAnswer(msgspec.Struct, array_like=True, tag="ha", frozen=True):
+    wait: int
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+class HttpAck(msgspec.Struct, array_like=True, tag="hk", frozen=True):
+    """Whether the answer reached the client (its packets are delivered, or go again)."""
+
+    node: str  # the client's node (the one that forwarded the request)
+    wait: int
+    written: bool
+
+
+Message = (Forward | Frames | Close | Result | Gone | WsForward | WsResult | WsGone
+           | HttpForward | HttpAnswer | HttpAck)
 
 
 class Batch(msgspec.Struct, array_like=True, frozen=True):

@@ -78,6 +78,15 @@ class LocalBackplane:
     def connection_replaced(self, old_id: int, old: Connection, new: Connection) -> None:
         pass
 
+    async def register_session(self, sid: str) -> None:
+        pass
+
+    def forget_session(self, sid: str) -> None:
+        pass
+
+    async def session_node(self, sid: str) -> str | None:
+        return None  # every session lives here
+
     def participant_offline(self, room_id: int, user_id: int, ip: str) -> None:
         node = self.node
         session = Session(ip=ip, room_id=room_id, user_id=user_id)

@@ -189,6 +189,10 @@ class RelayServer:
             conn.session.room_id = conn.session.user_id = None
             self.backplane.participant_offline(room_id, user_id, conn.session.ip)
 
+    async def serve_polling(self, http: Any, request: Any, ip: str) -> bool:
+        """A polling request another node forwarded (its session lives here)."""
+        return await self.polling.serve(http, request, ip, forwarded=True)
+
     def upgrade_session(self, session: Any, ws: Any) -> None:
         """A polling session's WebSocket received ``5``: it is the session from now on."""
         self.polling.upgrade(session, ws)

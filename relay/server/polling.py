@@ -27,6 +27,7 @@ from relay.transport.http1 import BodyTooLarge, HttpConnection
 from relay.transport.polling import SEPARATOR, PollingSession
 from relay.transport.sio_handshake import (
     BAD_REQUEST,
+    SID_UNKNOWN,
     SessionState,
     SioQuery,
     parse_query,
@@ -71,11 +72,20 @@ class Polling:
         return [("Access-Control-Allow-Origin", origin),
                 ("Access-Control-Allow-Credentials", "true"), ("Vary", "Origin")], True
 
-    async def serve(self, http: HttpConnection, request: Request, ip: str) -> bool:
-        """One polling request (or its refusal); whether the connection may be reused."""
+    async def serve(self, http: HttpConnection, request: Request, ip: str, *,
+                    forwarded: bool = False) -> bool:
+        """One polling request (or its refusal); whether the connection may be reused.
+
+        A request for a session another node holds is served there (``forwarded`` marks
+        one served here for another node).
+        """
         query = parse_query(request.query)
         fields, origin_ok = self.cors(request)
         state = self.state(query.sid)
+        if state is SessionState.UNKNOWN and query.sid and not forwarded:
+            node = await self.node.backplane.session_node(query.sid)
+            if node is not None:
+                return await self._forward(node, http, request, ip)
         refused = refusal(request.method, False, query, polling=self.node.config.sio_polling,
                           state=state, origin_ok=origin_ok)
         if refused is not None:
@@ -95,6 +105,28 @@ class Polling:
             return await self._post(http, session, fields)
         return await self._get(http, session, fields, query)
 
+    async def _forward(self, node: str, http: HttpConnection, request: Request, ip: str
+                       ) -> bool:
+        body = b""
+        if request.method == "POST":
+            try:
+                body = await http.body(self.node.settings.max_message_size) or b""
+            except BodyTooLarge:
+                # Refused here; the session's node ends it when its client stops polling.
+                fields, _ = self.cors(request)
+                await http.respond(413, [JSON, *fields], b'{"error":"payload_too_large"}',
+                                   close=True)
+                return False
+
+        async def write(status: int, headers: list[tuple[str, str]], answer: bytes) -> bool:
+            return await http.respond(status, headers, answer)
+
+        if not await self.node.backplane.forward_http(node, request, body, ip, write):
+            fields, _ = self.cors(request)
+            await http.respond(400, [JSON, *fields], SID_UNKNOWN)
+            return False
+        return http.keep_alive
+
     async def _open(self, http: HttpConnection, request: Request, ip: str,
                     fields: list[tuple[str, str]]) -> bool:
         node = self.node
@@ -105,6 +137,10 @@ class Polling:
         codec = node.codec_for("socketio")
         session = PollingSession(node, node.settings, ip, codec)
         self._register(session)
+        try:
+            await node.backplane.register_session(codec.sid)
+        except Exception:  # (the backplane is unavailable: then only this node serves it)
+            log.warning("could not register polling session; it is served by this node only")
         packet = codec.open_packet(upgrades=True)
         written = await http.respond(200, [TEXT, *fields], _payload(packet))
         if not written:
@@ -149,7 +185,8 @@ class Polling:
                 if await _peer_gone(http.stream):
                     nursery.cancel_scope.cancel()
 
-            nursery.start_soon(watch_peer)
+            if http.stream is not None:  # (None: forwarded; the client's node watches)
+                nursery.start_soon(watch_peer)
             packets = await session.poll(self.node.settings.max_message_size)
             nursery.cancel_scope.cancel()
         if packets is None:  # an overlapping GET: the session ended (§3.2)
@@ -182,10 +219,12 @@ class Polling:
         sid = getattr(conn, "polling_sid", None)
         if sid is not None and self.upgraded.get(sid) is conn:
             del self.upgraded[sid]
+            self.node.backplane.forget_session(sid)
 
     def _unregister(self, session: PollingSession) -> None:
         node = self.node
-        self.sessions.pop(session.codec.sid, None)
+        if self.sessions.pop(session.codec.sid, None) is not None and not session.upgraded:
+            node.backplane.forget_session(session.codec.sid)
         if session in node.connections:
             node.connections.discard(session)
             per_ip = node.listener.per_ip

@@ -330,8 +330,7 @@ class WebSocketConnection(Outbox):
 
     def _enqueue(self, item: bytes | tuple[Any, int], size: int) -> None:
         s = self.settings
-        if (len(self._queue) >= s.send_queue_frames
-                or self._queue_bytes + size > s.send_queue_bytes):
+        if not self.fits(size, s.send_queue_frames, s.send_queue_bytes):
             self.close(4002, "slow consumer")
             return
         self.enqueue(item, size)

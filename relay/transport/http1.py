@@ -121,7 +121,8 @@ class HttpConnection:
         h = self._h11
         fields = [("Content-Length", str(len(body))), ("Cache-Control", "no-store"),
                   *headers]
-        if close or self.pipelined:
+        complete = self._request_complete()
+        if close or self.pipelined or not complete:
             fields.append(("Connection", "close"))
         try:
             data = h.send(h11.Response(status_code=status, headers=fields,
@@ -136,6 +137,25 @@ class HttpConnection:
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             return False
         return True
+
+    def _request_complete(self) -> bool:
+        """Take the end of the current request if it is already here (a ``GET`` has no
+        body: its end comes with its head); True when the whole request was read. A
+        request whose body was not read cannot be followed by another: the answer then
+        closes the connection."""
+        h = self._h11
+        while h.their_state is h11.SEND_BODY:
+            try:
+                event = h.next_event()
+            except (h11.ProtocolError, ValueError):
+                return False
+            if isinstance(event, h11.EndOfMessage):
+                self.pipelined = self.pipelined or bool(h.trailing_data[0])
+                break
+            if event is h11.NEED_DATA or not isinstance(event, h11.Data):
+                return False
+            return False  # an unread body: not worth reading to keep the connection
+        return h.their_state is h11.DONE
 
     @property
     def keep_alive(self) -> bool:

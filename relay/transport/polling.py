@@ -47,6 +47,9 @@ class PollingSession(ObserverFraming, Outbox):
 
     endpoint = "socketio"
     transport = "polling"
+    #: A polling session has no socket of its own to hand to another node (same-host
+    #: handoff moves WebSockets only): its events are forwarded instead.
+    clean = False
 
     def __init__(self, host: ConnectionHost, settings: TransportSettings, ip: str,
                  codec: Any) -> None:
@@ -100,8 +103,7 @@ class PollingSession(ObserverFraming, Outbox):
 
     def _enqueue(self, item: bytes | tuple[Any, int], size: int) -> None:
         s = self.settings
-        if (len(self._queue) >= s.send_queue_frames
-                or self._queue_bytes + size > s.send_queue_bytes):
+        if not self.fits(size, s.send_queue_frames, s.send_queue_bytes):
             self.close(4002, "slow consumer")  # a client that stopped polling (§2.3)
             return
         self.enqueue(item, size)
