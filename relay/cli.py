@@ -14,6 +14,7 @@ from .app import run_node
 from .backplane.redis import BackplaneUnavailable
 from .config import Config, ConfigError, load_config, parse_port
 from .gc_policy import freeze_survivors, tune_gc
+from .logs import configure as configure_logging
 
 
 class _Parser(argparse.ArgumentParser):
@@ -87,8 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as exc:
         print(f"observer-relay: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    logging.basicConfig(level=config.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(config.log_level, config.log_format)
     try:
         trio.run(_run, config)
     except KeyboardInterrupt:

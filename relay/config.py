@@ -93,6 +93,21 @@ def parse_origins(text: str) -> list[str]:
     return origins
 
 
+def parse_proxies(text: str) -> list[str]:
+    from relay.transport.clients import parse_networks
+
+    entries = parse_list(text)
+    parse_networks(entries)  # ValueError for anything that is not an address or a block
+    return entries
+
+
+def parse_log_format(text: str) -> str:
+    value = text.strip().lower()
+    if value not in ("text", "json"):
+        raise ValueError(f"not a log format (text or json): {text!r}")
+    return value
+
+
 def parse_notion_bases(text: str) -> list[str]:
     from relay.core.steps_import import parse_allowed_bases
 
@@ -136,6 +151,9 @@ class Config:
     max_connections_per_ip: int = 2000
     max_rooms_per_ip: int = 50
     sio_polling: bool = True  # Engine.IO long-polling and upgrade on /socket.io/
+    trusted_proxies: list[str] = field(default_factory=list)  # addresses or CIDR blocks
+    device_cookie: bool = True  # §4.6
+    log_format: str = "text"  # or "json"
 
     def transport_settings(self) -> TransportSettings:
         return TransportSettings(
@@ -209,6 +227,9 @@ ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "OBSERVER_MAX_CONNECTIONS_PER_IP": ("max_connections_per_ip", _nonneg_int),
     "OBSERVER_MAX_ROOMS_PER_IP": ("max_rooms_per_ip", _nonneg_int),
     "OBSERVER_SIO_POLLING": ("sio_polling", parse_bool),
+    "OBSERVER_TRUSTED_PROXIES": ("trusted_proxies", parse_proxies),
+    "OBSERVER_DEVICE_COOKIE": ("device_cookie", parse_bool),
+    "OBSERVER_LOG_FORMAT": ("log_format", parse_log_format),
 }
 
 

@@ -32,6 +32,8 @@ class Session(Protocol):
     room_id: int | None
     user_id: int | None
     blocked: bool | None
+    device: str | None
+    framing: str
 
     @property
     def bound(self) -> bool: ...

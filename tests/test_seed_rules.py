@@ -398,7 +398,7 @@ def test_idle_expiry_still_closes_everyone() -> None:
     w.drop(ann)
     assert w.hub.expire(WALL + 1.0) == []
     [closed, _] = w.hub.expire(WALL + w.hub.settings.room_idle_expiry)
-    assert closed == RoomClosed(w.room_id, (1, 2))
+    assert closed == RoomClosed(w.room_id, (1, 2), "expired")
 
 
 # -- §6.1 room/update per framing -------------------------------------------------------------

@@ -50,9 +50,6 @@ Event = tuple[str, Any]
 #: restart, §6.1 the Socket.IO shape of room/update): the core decides them from
 #: ``Session.framing``, which the shell sets when it creates a session. Until it does,
 #: these tests fail; strict, so that they show up the moment it does (then drop the mark).
-NEEDS_SHELL_FRAMING = pytest.mark.xfail(
-    strict=True, reason="v2: the shell does not set Session.framing='socketio' yet")
-
 
 # -- server processes ---------------------------------------------------------------------------
 @contextlib.contextmanager
@@ -826,7 +823,6 @@ async def network_drop(host: Sio, plugin: Plugin, proxy: DropProxy, room_id: int
     proxy.restore()
 
 
-@NEEDS_SHELL_FRAMING
 def test_legacy_plugin_rejoins_after_network_drop(legacy_server: tuple[str, int]) -> None:
     async def scenario() -> None:
         proxy = await DropProxy(legacy_server).start()
@@ -878,7 +874,6 @@ def test_legacy_plugin_rejoins_after_network_drop(legacy_server: tuple[str, int]
     run(scenario)
 
 
-@NEEDS_SHELL_FRAMING
 def test_strict_plugin_restart_replaces_student(strict_server: tuple[str, int]) -> None:
     """§4.5 (v2): a restarted plugin re-sends room/join with its name; it keeps no device
     cookie, so the offline Socket.IO student of that name is removed for good and the
@@ -961,7 +956,6 @@ def test_plain_host_room_update_lists_offline_students(strict_server: tuple[str,
     run(scenario)
 
 
-@NEEDS_SHELL_FRAMING
 def test_socketio_host_room_update_lists_online_students(strict_server: tuple[str, int]
                                                           ) -> None:
     """§6.1 (v2): on Socket.IO room/update holds the host and the online students only."""

@@ -6,7 +6,6 @@ import json
 import re
 from typing import Any
 
-import pytest
 import trio
 
 from tests.support import Client, Relay, StartRelay
@@ -106,8 +105,6 @@ async def test_healthz_counts_signaling_rooms(relay: Relay) -> None:
     assert body["rooms"] == 1 and body["connections"] == 1
 
 
-@pytest.mark.xfail(strict=True, reason="v2 §7: the shell does not give SignalingHub the core's "
-                   "failed-join counter, the client IP and the time yet")
 async def test_failed_joins_are_limited_and_shared_with_observer_joins(
         start_relay: StartRelay) -> None:
     relay = await start_relay(join_failure_limit=3)

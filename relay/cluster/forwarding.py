@@ -133,7 +133,8 @@ class Forwarding:
         waited = not _unwaited(conn, event) or sent % FORWARD_WINDOW == 0
         wait = self.ctx.wait_id() if waited else 0
         message = Forward(self.ctx.node_id, conn.conn_id, sent, wait, conn.endpoint, s.ip,
-                          s.room_id, s.user_id, s.blocked, event, payload_text(data), ref)
+                          s.room_id, s.user_id, s.blocked, event, payload_text(data), ref,
+                          s.framing, s.device)
         if not waited:
             self.ctx.outboxes.send(owner, message)  # a loss closes the connection (lost)
             return True
@@ -218,6 +219,7 @@ class Forwarding:
             return
         rc.sent = msg.n
         rc.session.blocked = msg.blocked
+        rc.session.framing, rc.session.device = msg.framing, msg.device
         try:
             data = payload_value(msg.data)
         except (ValueError, RecursionError):

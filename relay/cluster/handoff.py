@@ -56,6 +56,8 @@ class HandoffState(msgspec.Struct, array_like=True, frozen=True):
     ref: Ref | None
     sid: str | None
     socket_sid: str | None
+    device: str | None = None  # the device digest the connection carries (§4.6)
+    ip: str | None = None  # the client IP as the giver established it (trusted proxies)
 
 
 _decode_state = msgspec.msgpack.Decoder(HandoffState).decode
@@ -113,7 +115,8 @@ class Handoff:
                 return  # msgspec.DecodeError is a ValueError
             with contextlib.suppress(OSError):
                 await sock.send(b"k")  # the giver has let go either way
-        session = {"sid": state.sid, "socket_sid": state.socket_sid}
+        session = {"sid": state.sid, "socket_sid": state.socket_sid,
+                   "device": state.device, "ip": state.ip}
         await self.host.adopt(fd, state.endpoint, session, state.event, data, state.ref)
 
     async def give(self, owner: str, conn: Any, event: str, data: Any,
@@ -125,7 +128,8 @@ class Handoff:
             return False
         codec = conn.codec
         state = HandoffState(conn.endpoint, event, payload_text(data), ref,
-                             getattr(codec, "sid", None), getattr(codec, "socket_sid", None))
+                             getattr(codec, "sid", None), getattr(codec, "socket_sid", None),
+                             conn.session.device, conn.ip)
         blob = msgspec.msgpack.encode(state)
         if len(blob) > MAX_STATE:
             return False

@@ -117,7 +117,7 @@ class OwnerRooms:
             seed = self.ctx.seeds.take()
         now = self.host.now()
         entry = Command(s.ip, s.room_id, s.user_id, s.blocked, event, payload_text(data),
-                        seed, now, peer.endpoint)
+                        seed, now, s.framing, s.device)
 
         def apply(stream_id: str) -> None:
             owned.last_id = stream_id

@@ -28,7 +28,8 @@ def replay_entries(hub: Hub, room_id: int, entries: list[tuple[str, bytes]]) -> 
             entry = decode_record(raw).entry
             if isinstance(entry, Command):
                 session = Session(ip=entry.ip, room_id=entry.room, user_id=entry.user,
-                                  blocked=entry.blocked)
+                                  blocked=entry.blocked, device=entry.device,
+                                  framing=entry.framing)
                 hub.handle(session, entry.event, payload_value(entry.data), now=entry.time,
                            entropy=SeededEntropy(entry.seed))
             elif isinstance(entry, Disconnected):

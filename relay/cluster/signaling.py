@@ -67,7 +67,7 @@ class SignalingForwarding:
         self._waits[wait] = send
         try:
             if not self.ctx.outboxes.send(owner, WsForward(self.ctx.node_id, conn.conn_id, wait,
-                                                           text, binary)):
+                                                           text, binary, conn.ip)):
                 raise BackplaneUnavailable("the message could not be sent")
             with trio.move_on_after(FORWARD_TIMEOUT):
                 in_room = await recv.receive()
@@ -98,7 +98,8 @@ class SignalingForwarding:
         return None
 
     def _here(self, signaling_id: int, text: str | None, binary: bool) -> None:
-        frames = self.host.signaling.receive(signaling_id, text, binary=binary)
+        frames = self.host.signaling.receive(signaling_id, text, binary=binary,
+                                             now=self.host.now())
         self.host.deliver_signaling(frames)
         self._register(frames)
 
@@ -108,7 +109,7 @@ class SignalingForwarding:
         key = (msg.node, msg.conn)
         stub = self._stubs.get(key)
         if stub is None:
-            stub = self._stubs[key] = hub.connect()
+            stub = self._stubs[key] = hub.connect(msg.ip or None)
             self._stub_of[stub] = key
         self._here(stub, msg.text, msg.binary)
         in_room = hub.room_of(stub) is not None

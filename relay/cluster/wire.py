@@ -37,6 +37,7 @@ class Command(msgspec.Struct, array_like=True, tag="cmd", frozen=True):
     seed: bytes
     time: float
     framing: str = "observer"  # "observer" (plain) or "socketio"
+    device: str | None = None  # a digest of the device cookie (§4.6), never the cookie
 
 
 class Disconnected(msgspec.Struct, array_like=True, tag="disc", frozen=True):
@@ -85,6 +86,8 @@ class Forward(msgspec.Struct, array_like=True, tag="fwd", frozen=True):
     event: str
     data: bytes  # JSON text
     ref: Ref | None
+    framing: str = "observer"
+    device: str | None = None
 
 
 class Frames(msgspec.Struct, array_like=True, tag="f", frozen=True):
@@ -128,6 +131,7 @@ class WsForward(msgspec.Struct, array_like=True, tag="wf", frozen=True):
     wait: int
     text: str | None
     binary: bool
+    ip: str = ""  # the client's (its failed joins count on the room's node, §7)
 
 
 class WsResult(msgspec.Struct, array_like=True, tag="wr", frozen=True):

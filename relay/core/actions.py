@@ -81,7 +81,7 @@ class RoomClosed:
 
     room_id: int
     user_ids: tuple[int, ...]
-
+    reason: str = "closed"  # or "expired"
 
 @dataclass(slots=True)
 class StartImport:

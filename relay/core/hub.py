@@ -142,7 +142,7 @@ class Hub:
         actions: list[Action] = []
         for room in list(self.rooms.values()):
             if room.empty_since is not None and now - room.empty_since >= limit:
-                actions.extend(self.state.remove_room(room))
+                actions.extend(self.state.remove_room(room, reason="expired"))
         return actions
 
     # -- the per-IP limits, for the shell (the web port's stats lookups count too) ------

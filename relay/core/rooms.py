@@ -46,14 +46,15 @@ class Rooms:
         room.participants[uid] = p
         return p
 
-    def remove_room(self, room: Room, *, keep_host: bool = False) -> list[Action]:
+    def remove_room(self, room: Room, *, keep_host: bool = False,
+                    reason: str = "closed") -> list[Action]:
         """Close ``room`` for good: its connections get 4000 (the host's too, unless
         ``keep_host``: ``room/close`` leaves it open, unbound), its stats readers 404."""
         if self.rooms.pop(room.room_id, None) is not None:
             self._count(room.creator_ip, -1)
         closing = tuple(uid for uid, p in room.participants.items()
                         if not (keep_host and p.is_host))
-        return [RoomClosed(room.room_id, closing), StatsChanged(room.room_id)]
+        return [RoomClosed(room.room_id, closing, reason), StatsChanged(room.room_id)]
 
     def adopt_room(self, room: Room) -> None:
         """A room rebuilt from the backplane joins this node (its creator's cap included)."""

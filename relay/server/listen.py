@@ -21,6 +21,14 @@ import trio
 
 from relay.codecs.wsframe import accept_key
 from relay.ports import Ref
+from relay.transport.clients import (
+    client_address,
+    device_cookie,
+    device_id,
+    new_device_cookie,
+    parse_networks,
+    set_cookie,
+)
 from relay.transport.connection import WebSocketConnection
 from relay.transport.http import Request, origin_allowed, upgrade_refusal
 from relay.transport.http1 import HttpConnection
@@ -48,7 +56,8 @@ JSON = ("Content-Type", "application/json")
 class Listener:
     def __init__(self, node: Node) -> None:
         self.node = node
-        self.per_ip: dict[str, int] = {}  # open WebSocket connections per client IP
+        self.per_ip: dict[str, int] = {}  # open connections per client IP
+        self.trusted = parse_networks(node.config.trusted_proxies)
 
     async def accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
         """Accept connections for as long as the node runs.
@@ -93,7 +102,7 @@ class Listener:
                 scope.shield = True
                 await stream.aclose()
 
-    async def _route(self, stream: trio.SocketStream, ip: str) -> None:
+    async def _route(self, stream: trio.SocketStream, peer: str) -> None:
         """HTTP/1.1 requests on one connection (kept alive between Engine.IO polls) until it
         closes or upgrades to a WebSocket."""
         node = self.node
@@ -102,6 +111,8 @@ class Listener:
             request = await http.next_request()
             if request is None:
                 return
+            ip, request.https = client_address(peer, request.headers, self.trusted)
+            ip = sys.intern(ip)
             if node.shutting_down:
                 await http.respond(503, [JSON], b'{"status":"shutting_down"}', close=True)
                 return
@@ -117,7 +128,8 @@ class Listener:
                 if not await http.respond(status, [JSON], msgspec.json.encode(body),
                                           head=request.method == "HEAD"):
                     return
-            elif not await http.respond(404, [JSON], b'{"error":"not_found"}'):
+            else:  # a refusal ends the connection (only polling needs it kept alive)
+                await http.respond(404, [JSON], b'{"error":"not_found"}', close=True)
                 return
             if not http.keep_alive:
                 return
@@ -153,20 +165,28 @@ class Listener:
         if cap and self.per_ip.get(ip, 0) >= cap and session is None:
             await http.respond(429, [JSON], b'{"error":"too_many_connections"}', close=True)
             return
-        trailing = await http.switch([("Upgrade", "websocket"), ("Connection", "Upgrade"),
-                                      ("Sec-WebSocket-Accept", accept_key(key))])
+        fields = [("Upgrade", "websocket"), ("Connection", "Upgrade"),
+                  ("Sec-WebSocket-Accept", accept_key(key))]
+        device = None
+        if path not in WS_PATHS and session is None and node.config.device_cookie:
+            cookie = device_cookie(request.headers)
+            if cookie is None:
+                cookie = new_device_cookie()
+                fields.append(set_cookie(cookie, request.https))
+            device = device_id(cookie)
+        trailing = await http.switch(fields)
         if trailing is None:
             return
         conn: WebSocketConnection
         if path in WS_PATHS:
             signaling = SignalingConnection(node, node.settings, http.stream, ip, trailing,
-                                            node.signaling.connect())
+                                            node.signaling.connect(ip))
             node.signaling_conns[signaling.signaling_id] = signaling
             conn = signaling
         else:
             endpoint = "socketio" if path in SIO_PATHS else "observer"
             observer = ObserverConnection(node, node.settings, http.stream, ip, trailing,
-                                          node.codec_for(endpoint))
+                                          node.codec_for(endpoint), device)
             if session is not None:
                 observer.probe_for(session)
             conn = observer
@@ -176,19 +196,24 @@ class Listener:
     async def adopt(self, fd: int, endpoint: str, session: dict[str, Any], event: str,
                     data: Any, ref: Ref | None) -> None:
         """Serve a client socket another node of this host handed over (``SCM_RIGHTS``),
-        starting with the joining event it brought; its address is read from the socket."""
+        starting with the joining event it brought. The address is read from the socket
+        unless the giver (which saw the request's forwarding headers) says otherwise."""
         raw = socket.socket(fileno=fd)
         raw.setblocking(False)
         stream = trio.SocketStream(trio.socket.from_stdlib_socket(raw))
-        try:
-            ip = sys.intern(raw.getpeername()[0])
-        except OSError:
-            ip = "?"
+        ip = session.get("ip") or "?"
+        if ip == "?":
+            try:
+                ip = raw.getpeername()[0]
+            except OSError:
+                pass
+        ip = sys.intern(ip)
         codec: Any = self.node.codec_for(endpoint)
         if session.get("sid") is not None:
             codec.sid = session["sid"]
             codec.socket_sid = session["socket_sid"]
-        conn = ObserverConnection(self.node, self.node.settings, stream, ip, b"", codec)
+        conn = ObserverConnection(self.node, self.node.settings, stream, ip, b"", codec,
+                                  session.get("device"))
         conn.adopt(event, data, ref)
         await self.serve(conn)
 
@@ -202,9 +227,16 @@ class Listener:
         node.heartbeat_wheel.add(conn, conn.heartbeat_due())
         node.metrics.inc("observer_connections_opened", conn.endpoint)
         node.backplane.connection_opened(conn)
+        opened = trio.current_time()
+        log.info("connection opened", extra={"conn": conn.conn_id, "endpoint": conn.endpoint,
+                                             "transport": "websocket", "ip": conn.ip})
         try:
             await conn.run()
         finally:
+            log.info("connection closed", extra={
+                "conn": conn.conn_id, "endpoint": conn.endpoint,
+                "transport": "websocket", "ip": conn.ip, "code": conn.close_code or 1006,
+                "reason": conn.close_reason, "duration": round(trio.current_time() - opened, 3)})
             node.connections.discard(conn)
             left = per_ip.get(conn.ip, 1) - 1
             if left > 0:

@@ -66,7 +66,7 @@ class RelayServer:
         self.entropy: Entropy = SecureEntropy()
         # The core's clock: wall-clock seconds that never jump (Trio's clock, offset once).
         self._epoch = time.time() - trio.current_time()
-        self.signaling = SignalingHub()
+        self.signaling = SignalingHub(limiter=self.hub.state.join_failures)
         self.rooms = RoomShell(self)
         self.listener = Listener(self)
         self.polling = Polling(self)
@@ -233,7 +233,8 @@ class RelayServer:
     # -- /ws dialect -------------------------------------------------------------------
     def signaling_here(self, conn: Any, text: str | None, binary: bool) -> None:
         """A ``/ws`` message for a signaling room of this node (or none yet)."""
-        self.deliver_signaling(self.signaling.receive(conn.signaling_id, text, binary=binary))
+        self.deliver_signaling(self.signaling.receive(conn.signaling_id, text, binary=binary,
+                                                      now=self.now()))
 
     def deliver_signaling(self, frames: list[tuple[int, dict[str, Any]]]) -> None:
         for signaling_id, frame in frames:
@@ -245,13 +246,15 @@ class RelayServer:
             self.metrics.message_out("ws", kind)
             if kind in ("ERROR", "INVALID_USERNAME", "INVALID_ROOM_ID"):
                 self.metrics.error(kind)
+                log.debug("error answer", extra={"code": kind, "event": None,
+                                                 "conn": getattr(conn, "conn_id", 0)})
             conn.push(text_frame(encode_json(frame)))
 
     def rebind_signaling(self, conn: Any) -> None:
         """``conn`` joined a room of another node: leave ours (no ``LEFT_ROOM``, §7)."""
         self.signaling_conns.pop(conn.signaling_id, None)
         self.deliver_signaling(self.signaling.disconnect(conn.signaling_id))
-        conn.signaling_id = self.signaling.connect()
+        conn.signaling_id = self.signaling.connect(conn.ip)
         self.signaling_conns[conn.signaling_id] = conn
 
     # -- WebHost -----------------------------------------------------------------------

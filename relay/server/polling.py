@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from relay.transport.clients import device_cookie, device_id, new_device_cookie, set_cookie
 from relay.transport.http import origin_allowed
 from relay.transport.http1 import BodyTooLarge, HttpConnection
 from relay.transport.polling import SEPARATOR, PollingSession
@@ -135,7 +136,14 @@ class Polling:
             await http.respond(429, [JSON, *fields], b'{"error":"too_many_connections"}')
             return False
         codec = node.codec_for("socketio")
-        session = PollingSession(node, node.settings, ip, codec)
+        device = None
+        if node.config.device_cookie:
+            cookie = device_cookie(request.headers)
+            if cookie is None:
+                cookie = new_device_cookie()
+                fields = [*fields, set_cookie(cookie, getattr(request, "https", False))]
+            device = device_id(cookie)
+        session = PollingSession(node, node.settings, ip, codec, device)
         self._register(session)
         try:
             await node.backplane.register_session(codec.sid)
@@ -157,6 +165,8 @@ class Polling:
         node.heartbeat_wheel.add(session, session.heartbeat_due())
         node.metrics.inc("observer_connections_opened", "socketio")
         node.backplane.connection_opened(session)
+        log.info("connection opened", extra={"conn": session.conn_id, "endpoint": "socketio",
+                                             "transport": "polling", "ip": session.ip})
 
     async def _post(self, http: HttpConnection, session: PollingSession,
                     fields: list[tuple[str, str]]) -> bool:
@@ -234,7 +244,15 @@ class Polling:
             else:
                 per_ip.pop(session.ip, None)
             node.heartbeat_wheel.discard(session)
-            if not session.upgraded:
+            if session.upgraded:
+                log.info("connection upgraded", extra={
+                    "conn": session.conn_id, "endpoint": "socketio", "transport": "websocket",
+                    "ip": session.ip})
+            else:
+                log.info("connection closed", extra={
+                    "conn": session.conn_id, "endpoint": "socketio", "transport": "polling",
+                    "ip": session.ip, "code": session.close_code or 1006,
+                    "reason": session.close_reason})
                 reason = "normal" if session.close_code in (None, 1000) else "polling"
                 node.metrics.inc("observer_disconnects", _reason(session.close_code, reason))
 

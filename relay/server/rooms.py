@@ -29,6 +29,7 @@ from relay.core.actions import (
     StatsChanged,
     Unbind,
 )
+from relay.core.errors import EventError
 from relay.core.steps_import import ImportFailure
 from relay.ports import Peer, Ref
 
@@ -184,6 +185,7 @@ class RoomShell:
         """A room lives here now (created, or rebuilt by the cluster): its nursery."""
         if room_id in self.runtimes:
             return
+        log.info("room opened", extra={"room": room_id})
         send, recv = trio.open_memory_channel[Callable[[], Awaitable[Any]]](ROOM_JOBS)
         runtime = RoomRuntime(send, recv)
         self.runtimes[room_id] = runtime
@@ -216,6 +218,7 @@ class RoomShell:
         return True
 
     def _close_room(self, action: RoomClosed) -> None:
+        log.info("room removed", extra={"room": action.room_id, "reason": action.reason})
         self.node.backplane.room_removed(action.room_id)
         self.forget_room(action.room_id)
         for user_id in action.user_ids:
@@ -249,17 +252,28 @@ class RoomShell:
 
     async def _run_import(self, room_id: int, url: str, peer: Peer | None,
                           event: str | None, ref: Ref | None) -> None:
-        result: list[dict[str, str]] | ImportFailure
+        answered = False
         try:
-            result = await fetch_notion_tasks(url, self.node.config.notion_base_urls)
-        except ImportFailure as exc:
-            result = exc.with_traceback(None)  # a value now (no frame cycle)
-        outcome = await self.node.backplane.import_done(room_id, result)
-        if outcome is None or peer is None:
-            return
-        if outcome.error is not None:
-            peer.send_error(outcome.error.code, outcome.error.message, event, ref)
-            if ref is not None:
-                peer.send_ack(ref, outcome.error)
-        elif ref is not None:
-            peer.send_ack(ref, None)
+            result: list[dict[str, str]] | ImportFailure
+            try:
+                result = await fetch_notion_tasks(url, self.node.config.notion_base_urls)
+            except ImportFailure as exc:
+                result = exc.with_traceback(None)  # a value now (no frame cycle)
+            outcome = await self.node.backplane.import_done(room_id, result)
+            if outcome is None or peer is None:
+                return
+            answered = True
+            if outcome.error is not None:
+                peer.send_error(outcome.error.code, outcome.error.message, event, ref)
+                if ref is not None:
+                    peer.send_ack(ref, outcome.error)
+            elif ref is not None:
+                peer.send_ack(ref, None)
+        finally:
+            if not answered and peer is not None:
+                # The room closed under the import (its nursery was cancelled): the host,
+                # whose connection stays open (§6.1), still gets its one answer (§3.3).
+                message = "the room no longer exists"
+                peer.send_error("import_failed", message, event, ref)
+                if ref is not None:
+                    peer.send_ack(ref, EventError("import_failed", message))

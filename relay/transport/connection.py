@@ -137,6 +137,10 @@ class WebSocketConnection(Outbox):
                     await self.stream.aclose()
 
     @property
+    def close_reason(self) -> str:
+        return self._closing[1] if self._closing is not None else "connection lost"
+
+    @property
     def handed_off(self) -> bool:
         return self._closing is HANDED_OFF
 

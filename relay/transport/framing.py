@@ -10,6 +10,7 @@ what the core sends back (the ``relay.ports.Peer`` side). Each transport supplie
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,8 @@ from relay.codecs.base import BadFrame, CloseRequest, Inbound, Incoming, Pong, R
 from relay.core.errors import EventError
 from relay.ports import EventError as ErrorLike
 from relay.ports import Ref
+
+log = logging.getLogger("relay.transport")
 
 RATE_LIMITED = "rate_limited"
 
@@ -52,6 +55,9 @@ class ObserverFraming:
 
     def send_error(self, code: str, message: str, event: str | None, ref: Ref | None) -> None:
         self.host.metrics.error(code)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("error answer", extra={"code": code, "event": event,
+                                             "conn": getattr(self, "conn_id", 0)})
         self.push(self.codec.error_frame(code, message, event, ref))
 
     def send_ack(self, ref: Ref, error: ErrorLike | None) -> None:

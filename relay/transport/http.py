@@ -76,6 +76,8 @@ class Request:
     http_version: str = "1.1"
     header_counts: dict[str, int] = field(default_factory=dict)
     body_announced: bool = False
+    #: The client spoke HTTPS to a trusted proxy (``X-Forwarded-Proto``), set by routing.
+    https: bool = False
 
     @property
     def is_upgrade(self) -> bool:

@@ -27,11 +27,11 @@ class ObserverConnection(ObserverFraming, WebSocketConnection):
 
     def __init__(self, host: ConnectionHost, settings: TransportSettings,
                  stream: trio.SocketStream, ip: str, trailing: bytes,
-                 codec: ObserverCodec) -> None:
+                 codec: ObserverCodec, device: str | None = None) -> None:
         super().__init__(host, settings, stream, ip, trailing)
         self.codec = codec
         self.endpoint = codec.endpoint
-        self.session = Session(ip=ip)
+        self.session = Session(ip=ip, device=device, framing=codec.endpoint)
         #: The core already handled this connection's participant (replaced, kicked, room
         #: closed, moved): when the connection ends it is not reported offline.
         self.released = False

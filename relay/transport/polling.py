@@ -52,14 +52,14 @@ class PollingSession(ObserverFraming, Outbox):
     clean = False
 
     def __init__(self, host: ConnectionHost, settings: TransportSettings, ip: str,
-                 codec: Any) -> None:
+                 codec: Any, device: str | None = None) -> None:
         Outbox.__init__(self)
         now = trio.current_time()
         self.host = host
         self.settings = settings
         self.ip = ip
         self.codec = codec
-        self.session = Session(ip=ip)
+        self.session = Session(ip=ip, device=device, framing="socketio")
         self.released = False
         self.conn_id = 0
         self.remote_owner: str | None = None
@@ -108,6 +108,10 @@ class PollingSession(ObserverFraming, Outbox):
             return
         self.enqueue(item, size)
         self._wake.set()
+
+    @property
+    def close_reason(self) -> str:
+        return self._closing[1] if self._closing is not None else "connection lost"
 
     @property
     def _flushing(self) -> bool:
