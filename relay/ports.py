@@ -19,7 +19,7 @@ Who implements what:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 Ref = int | str
@@ -173,6 +173,9 @@ class WebHost(Protocol):
         """The failed-join limit of §4.3 for ``ip`` (stats lookups count too, §8)."""
 
     def count_join_failure(self, ip: str) -> None: ...
+
+    def client_ip(self, peer: str, headers: Mapping[str, str]) -> str:
+        """The client address of a request from ``peer`` (trusted proxies, §1.3)."""
 
     async def wait_shutdown(self) -> None: ...
 

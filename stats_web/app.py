@@ -114,7 +114,10 @@ def create_app(host: WebHost) -> QuartTrio:
         return Response(host.metrics_text(), content_type="text/plain; version=0.0.4")
 
     def client_ip() -> str:
-        return request.remote_addr or "?"
+        """The client's address, behind trusted proxies too (§1.3): the failed-join
+        limit of the stats endpoints (§8) counts per client, not per proxy."""
+        return host.client_ip(request.remote_addr or "?",
+                              {k.lower(): v for k, v in request.headers.items()})
 
     @app.get("/roomstats/<raw_id>")
     async def stats_page(raw_id: str) -> Response:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import trio
@@ -34,6 +34,7 @@ from relay.core.ids import Entropy, SecureEntropy
 from relay.core.outgoing import encode_json
 from relay.metrics import Metrics
 from relay.ports import Connection, Peer, Ref
+from relay.transport.clients import client_address
 from relay.transport.heartbeat import TICK, HeartbeatWheel
 from signaling.ws_rooms import SignalingHub, type_label
 
@@ -277,6 +278,9 @@ class RelayServer:
 
     def count_join_failure(self, ip: str) -> None:
         self.hub.count_join_failure(ip, self.now())
+
+    def client_ip(self, peer: str, headers: Mapping[str, str]) -> str:
+        return client_address(peer, headers, self.listener.trusted)[0]
 
     def _gauges(self) -> dict[str, dict[tuple[str, ...], float]]:
         """Live gauges for /metrics, read from state at scrape time."""
