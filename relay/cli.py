@@ -39,7 +39,24 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=_port, help="relay port (OBSERVER_PORT, default 8000)")
     serve.add_argument("--http-port", type=_port,
                        help="web port (OBSERVER_HTTP_PORT, default 8080)")
+    key = sub.add_parser("space-key", help="print a ChatRoom space's key (§9.1)")
+    key.add_argument("space", help="the space's name")
     return parser
+
+
+def _space_key(space: str) -> None:
+    """``observer-relay space-key SPACE``: the key clients of SPACE pass as ``key``."""
+    from relay.spaces.names import is_valid_space_name, space_key
+
+    secret = os.environ.get("OBSERVER_CHATROOM_SECRET", "")
+    if not secret:
+        print("observer-relay: error: OBSERVER_CHATROOM_SECRET is not set", file=sys.stderr)
+        raise SystemExit(2)
+    if not is_valid_space_name(space):
+        print(f"observer-relay: error: not a space name: {space!r}", file=sys.stderr)
+        raise SystemExit(2)
+    print(space_key(secret, space))
+    raise SystemExit(0)
 
 
 async def _run(config: Config) -> None:
@@ -77,9 +94,12 @@ def _leaf(exc: BaseException) -> BaseException:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    if args.command == "space-key":
+        _space_key(args.space)
     if args.command != "serve":
         build_parser().print_usage(sys.stderr)
-        print("observer-relay: error: a command is required (serve)", file=sys.stderr)
+        print("observer-relay: error: a command is required (serve or space-key)",
+              file=sys.stderr)
         raise SystemExit(2)
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port),
                                    ("http_port", args.http_port)) if v is not None}

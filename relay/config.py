@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from relay.core.settings import CoreSettings
+from relay.spaces.settings import SpaceSettings
 from relay.transport.settings import TransportSettings
 
 
@@ -154,6 +155,10 @@ class Config:
     trusted_proxies: list[str] = field(default_factory=list)  # addresses or CIDR blocks
     device_cookie: bool = True  # §4.6
     log_format: str = "text"  # or "json"
+    chatroom: bool = True  # §9: the ChatRoom endpoints
+    chatroom_secret: str = ""  # empty: every space is open
+    chatroom_max_spaces: int = 100
+    service_timeout: float = 15.0
 
     def transport_settings(self) -> TransportSettings:
         return TransportSettings(
@@ -164,6 +169,10 @@ class Config:
             heartbeat_interval=self.heartbeat_interval, heartbeat_timeout=self.heartbeat_timeout,
             sio_ping_interval=self.sio_ping_interval, sio_ping_timeout=self.sio_ping_timeout,
         )
+
+    def space_settings(self) -> SpaceSettings:
+        return SpaceSettings(service_timeout=self.service_timeout,
+                             max_spaces=self.chatroom_max_spaces)
 
     def core_settings(self) -> CoreSettings:
         return CoreSettings(
@@ -230,6 +239,10 @@ ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "OBSERVER_TRUSTED_PROXIES": ("trusted_proxies", parse_proxies),
     "OBSERVER_DEVICE_COOKIE": ("device_cookie", parse_bool),
     "OBSERVER_LOG_FORMAT": ("log_format", parse_log_format),
+    "OBSERVER_CHATROOM": ("chatroom", parse_bool),
+    "OBSERVER_CHATROOM_SECRET": ("chatroom_secret", _plain),
+    "OBSERVER_CHATROOM_MAX_SPACES": ("chatroom_max_spaces", _positive_int),
+    "OBSERVER_SERVICE_TIMEOUT": ("service_timeout", parse_positive_duration),
 }
 
 

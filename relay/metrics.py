@@ -17,7 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from relay.core.events import EVENT_TABLE
 
-ENDPOINTS = ("observer", "socketio", "ws")
+ENDPOINTS = ("observer", "socketio", "ws", "chatroom")
 WS_TYPES = frozenset({
     "CREATE_ROOM", "JOIN_ROOM", "LEAVE_ROOM", "REQUEST_SHARING", "ALLOW_SHARING", "STOP_SHARING",
     "RCP_OFFER", "RCP_ANSWER", "ICE_CANDIDATE", "ROOM_CREATED", "ROOM_JOINED", "USER_JOINED",
@@ -41,12 +41,19 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "observer_resumes": ("Attaches by resume result", ("result",)),
     "observer_replayed_events": ("Events replayed on resume", ()),
     "observer_imports": ("Steps imports", ("source", "result")),
+    "observer_service_requests": ("ChatRoom service requests by result", ("result",)),
 }
+#: ChatRoom frame types (§9.2), client and server.
+CHATROOM_TYPES = frozenset({
+    "hello", "subscribe", "unsubscribe", "update", "reject_update", "register_service",
+    "unregister_service", "request", "response", "error",
+})
 
 
 def event_label(event: str) -> str:
     """A documented event name or ``/ws`` type, else ``unknown`` (bounded label set)."""
-    if event in EVENT_TABLE or event in SERVER_EVENTS or event in WS_TYPES:
+    if (event in EVENT_TABLE or event in SERVER_EVENTS or event in WS_TYPES
+            or event in CHATROOM_TYPES):
         return event
     return "unknown"
 

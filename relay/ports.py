@@ -162,6 +162,12 @@ class WebHost(Protocol):
     stats: StatsSource
     public_stats: bool
     relay_port: int
+    chatroom_secret: str
+
+    def space_document(self, space: str) -> tuple[int, dict[str, Any]] | None:
+        """The §9.8 document of a space and its version (None: no such space)."""
+
+    async def wait_space_change(self, space: str) -> None: ...
 
     def now(self) -> float: ...
 

@@ -10,7 +10,7 @@ from quart import Response, render_template, request, url_for
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from . import share_pages
+from . import share_pages, spaces
 from .access import Denied, find_room
 from .events import stats_stream
 from .view import LEGEND, MANY_STEPS, SYMBOLS, escape_output, row_classes, summary
@@ -163,5 +163,6 @@ def create_app(host: WebHost) -> QuartTrio:
             return refused(found.denied)
         return json_response(found.room.document)
 
+    spaces.register(app, host, page, json_response)
     share_pages.register(app, host)
     return app

@@ -26,7 +26,7 @@ def stats_event(document: dict[str, Any]) -> bytes:
     return f"event: stats\ndata: {data}\n\n".encode()
 
 
-async def _first_of(timeout: float, *waits: Callable[[], Awaitable[Any]]) -> None:
+async def first_of(timeout: float, *waits: Callable[[], Awaitable[Any]]) -> None:
     """Return when any of ``waits`` completes or after ``timeout`` seconds."""
     with trio.move_on_after(max(timeout, 0.0)):
         async with trio.open_nursery() as nursery:
@@ -72,5 +72,5 @@ async def stats_stream(host: WebHost, first: StatsEntry) -> AsyncIterator[bytes]
                 yield KEEPALIVE
                 last_write = clock()
                 continue
-        await _first_of(deadline - now, lambda: source.wait_change(room_id),
+        await first_of(deadline - now, lambda: source.wait_change(room_id),
                         host.wait_shutdown)

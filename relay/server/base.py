@@ -29,6 +29,7 @@ class Node(ConnectionHost, Protocol):
     connections: set[Any]
     heartbeat_wheel: HeartbeatWheel
     listener: Any  # relay.server.listen.Listener
+    spaces: Any  # relay.server.spaces.SpaceShell
     polling: Any  # relay.server.polling.Polling
 
     @property

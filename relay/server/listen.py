@@ -15,12 +15,15 @@ import math
 import socket
 import sys
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
 
 import msgspec
 import trio
 
 from relay.codecs.wsframe import accept_key
 from relay.ports import Ref
+from relay.spaces.names import space_from_query
+from relay.transport.chatroom import ChatroomConnection
 from relay.transport.clients import (
     client_address,
     device_cookie,
@@ -50,6 +53,7 @@ ACCEPT_BACKOFF_MAX = 1.0
 OBSERVER_PATHS = frozenset({"/observer", "/observer/"})
 SIO_PATHS = frozenset({"/socket.io", "/socket.io/"})
 WS_PATHS = frozenset({"/ws", "/ws/"})
+CHATROOM_PATHS = frozenset({"/chatroom", "/chatroom/", "/"})
 JSON = ("Content-Type", "application/json")
 
 
@@ -137,7 +141,9 @@ class Listener:
     async def _upgrade(self, http: HttpConnection, request: Request, ip: str) -> None:
         node = self.node
         path = request.path
-        if path not in OBSERVER_PATHS and path not in SIO_PATHS and path not in WS_PATHS:
+        chatroom = path in CHATROOM_PATHS and node.config.chatroom
+        if (path not in OBSERVER_PATHS and path not in SIO_PATHS and path not in WS_PATHS
+                and not chatroom):
             await http.respond(404, [JSON], b'{"error":"not_found"}', close=True)
             return
         origin_ok = origin_allowed(request.headers.get("origin"), node.config.allowed_origins)
@@ -161,6 +167,15 @@ class Listener:
             await http.respond(status, [JSON, *fields], body, close=True)
             return
         key = request.headers["sec-websocket-key"]  # one canonical base64 key of 16 bytes
+        space = shape = None
+        if chatroom:
+            params = dict(parse_qsl(request.query, keep_blank_values=True))
+            space = space_from_query(params.get("space"))
+            refused = node.spaces.refusal(space, params.get("key"))
+            if refused is not None:
+                await http.respond(refused[0], [JSON], refused[1], close=True)
+                return
+            shape = "full" if params.get("v") == "2" else "seed"
         cap = node.config.max_connections_per_ip
         if cap and self.per_ip.get(ip, 0) >= cap and session is None:
             await http.respond(429, [JSON], b'{"error":"too_many_connections"}', close=True)
@@ -178,7 +193,11 @@ class Listener:
         if trailing is None:
             return
         conn: WebSocketConnection
-        if path in WS_PATHS:
+        if chatroom:
+            assert space is not None and shape is not None
+            conn = ChatroomConnection(node, node.settings, http.stream, ip, trailing, space,
+                                      shape)
+        elif path in WS_PATHS:
             signaling = SignalingConnection(node, node.settings, http.stream, ip, trailing,
                                             node.signaling.connect(ip))
             node.signaling_conns[signaling.signaling_id] = signaling

@@ -42,6 +42,7 @@ from .listen import Listener
 from .local import LocalBackplane
 from .polling import Polling
 from .rooms import RoomShell
+from .spaces import SpaceShell
 
 log = logging.getLogger("relay.server")
 
@@ -69,6 +70,7 @@ class RelayServer:
         self._epoch = time.time() - trio.current_time()
         self.signaling = SignalingHub(limiter=self.hub.state.join_failures)
         self.rooms = RoomShell(self)
+        self.spaces = SpaceShell(self, config.space_settings())
         self.listener = Listener(self)
         self.polling = Polling(self)
         self.connections: set[Any] = set()
@@ -81,6 +83,7 @@ class RelayServer:
         self.backplane: Any = (backplane or LocalBackplane)(self)
         self.stats = self.backplane.stats
         self.public_stats = config.public_stats
+        self.chatroom_secret = config.chatroom_secret
         self._shutting_down = False
         self.backplane_ok = True
         self.relay_port = 0
@@ -106,6 +109,7 @@ class RelayServer:
         async with trio.open_nursery() as root:
             self._root = root
             await root.start(self.rooms.run)
+            await root.start(self.spaces.run)
             await root.start(self.backplane.run)
             connections = await root.start(_nursery_owner)
             for listener in listeners:
@@ -150,9 +154,11 @@ class RelayServer:
         while True:
             await trio.sleep(0.25)
             try:
-                actions = self.hub.expire(self.now())
+                now = self.now()
+                actions = self.hub.expire(now)
                 if actions:
                     self.rooms.apply(actions, None)
+                self.spaces.expire(now)
             except Exception:
                 log.exception("idle expiry failed; retrying at the next tick")
 
@@ -177,7 +183,19 @@ class RelayServer:
         self.metrics.message_in("ws", type_label(text) if text is not None else "unknown")
         return self.backplane.signaling(conn, text, binary)  # type: ignore[no-any-return]
 
+    def chatroom_opened(self, conn: Any) -> None:
+        self.spaces.opened(conn)
+
+    def chatroom_message(self, conn: Any, text: str | None) -> None:
+        self.spaces.message(conn, text)
+
+    def chatroom_rate_limited(self, conn: Any, text: str | None) -> None:
+        self.spaces.rate_limited(conn, text)
+
     def connection_closed(self, conn: Any) -> None:
+        if conn.endpoint == "chatroom":
+            self.spaces.closed(conn)
+            return
         self.polling.ended(conn)
         self.backplane.connection_closed(conn)
         if conn.endpoint == "ws":
@@ -260,7 +278,7 @@ class RelayServer:
 
     # -- WebHost -----------------------------------------------------------------------
     def health(self) -> tuple[int, dict[str, Any]]:
-        rooms = len(self.hub.rooms) + self.signaling.room_count()
+        rooms = len(self.hub.rooms) + self.signaling.room_count() + self.spaces.count()
         body = {"status": "ok", "rooms": rooms, "connections": len(self.connections)}
         if self._shutting_down:
             body["status"] = "shutting_down"
@@ -269,6 +287,12 @@ class RelayServer:
             body["status"] = "backplane_unavailable"
             return 503, body
         return 200, body
+
+    def space_document(self, space: str) -> tuple[int, dict[str, Any]] | None:
+        return self.spaces.document(space)
+
+    async def wait_space_change(self, space: str) -> None:
+        await self.spaces.wait_change(space)
 
     def metrics_text(self) -> bytes:
         return self.metrics.render()
@@ -284,7 +308,7 @@ class RelayServer:
 
     def _gauges(self) -> dict[str, dict[tuple[str, ...], float]]:
         """Live gauges for /metrics, read from state at scrape time."""
-        by_endpoint = dict.fromkeys(("observer", "socketio", "ws"), 0.0)
+        by_endpoint = dict.fromkeys(("observer", "socketio", "ws", "chatroom"), 0.0)
         for conn in self.connections:
             by_endpoint[conn.endpoint] += 1
         online = offline = 0
@@ -297,6 +321,7 @@ class RelayServer:
         return {
             "observer_connections": {(k,): v for k, v in by_endpoint.items()},
             "observer_rooms": {("observer",): len(self.hub.rooms),
-                               ("signaling",): self.signaling.room_count()},
+                               ("signaling",): self.signaling.room_count(),
+                               ("space",): self.spaces.count()},
             "observer_participants": {("online",): online, ("offline",): offline},
         }
