@@ -101,8 +101,15 @@ async def test_plain_get_on_websocket_path_is_404(relay: Relay) -> None:
 
 
 async def test_upgrade_on_non_websocket_path_is_404(relay: Relay) -> None:
-    for path in ["/", "/nope", "/healthz", "/chatroom", "/observerx", "/observer/x",
-                 "/metrics"]:
+    for path in ["/nope", "/healthz", "/observerx", "/observer/x", "/chatroom/x", "/metrics"]:
+        assert_404_json(await http(port_of(relay), path, upgrade=True))
+
+
+async def test_chatroom_paths_are_404_when_switched_off(start_relay: StartRelay) -> None:
+    """v2 §9.1: ``/chatroom``, ``/chatroom/`` and ``/`` are WebSocket endpoints unless
+    ``OBSERVER_CHATROOM`` is off."""
+    relay = await start_relay(chatroom=False)
+    for path in ["/", "/chatroom", "/chatroom/"]:
         assert_404_json(await http(port_of(relay), path, upgrade=True))
 
 
@@ -116,17 +123,18 @@ async def rejected(url: str, origin: str | None = None) -> int:
 
 
 async def test_upgrade_on_non_websocket_path_with_client(relay: Relay) -> None:
-    assert await rejected(relay.url + "/chatroom") == 404
+    assert await rejected(relay.url + "/nope") == 404
 
 
-async def test_chatroom_is_reserved_404(relay: Relay) -> None:
-    for path in ["/chatroom", "/chatroom/", "/chatroom?x=1"]:
-        for upgrade in (False, True):
-            assert_404_json(await http(port_of(relay), path, upgrade=upgrade))
+async def test_chatroom_paths_plain_get_is_404_upgrade_is_101(relay: Relay) -> None:
+    for path in ["/chatroom", "/chatroom/", "/chatroom?x=1", "/"]:
+        assert_404_json(await http(port_of(relay), path))
+        assert (await http(port_of(relay), path, upgrade=True)).status == 101
 
 
 async def test_websocket_paths_upgrade(relay: Relay) -> None:
-    for path in ["/observer", "/observer/", "/observer?room=1&x=y", "/ws", "/ws/", "/ws?x=1"]:
+    for path in ["/observer", "/observer/", "/observer?room=1&x=y", "/ws", "/ws/", "/ws?x=1",
+                 "/chatroom", "/"]:
         r = await http(port_of(relay), path, upgrade=True)
         assert r.status == 101, path
         assert r.headers["upgrade"].lower() == "websocket"
