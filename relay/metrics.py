@@ -112,7 +112,8 @@ class Metrics:
             return
         docs = {"observer_connections": ("Open WebSocket connections", ["endpoint"]),
                 "observer_rooms": ("Rooms", ["kind"]),
-                "observer_participants": ("Observer participants", ["status"])}
+                "observer_participants": ("Observer participants", ["status"]),
+                "observer_chat_users": ("Users logged in to the chat app", [])}
         for name, samples in self._gauges().items():
             doc, names = docs[name]
             gauge = GaugeMetricFamily(name, doc, labels=names)

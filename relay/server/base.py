@@ -30,6 +30,7 @@ class Node(ConnectionHost, Protocol):
     heartbeat_wheel: HeartbeatWheel
     listener: Any  # relay.server.listen.Listener
     spaces: Any  # relay.server.spaces.SpaceShell
+    chat: Any  # relay.server.chat.ChatShell
     polling: Any  # relay.server.polling.Polling
 
     @property

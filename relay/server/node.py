@@ -38,6 +38,7 @@ from relay.transport.clients import client_address
 from relay.transport.heartbeat import TICK, HeartbeatWheel
 from signaling.ws_rooms import SignalingHub, type_label
 
+from .chat import ChatShell
 from .listen import Listener
 from .local import LocalBackplane
 from .polling import Polling
@@ -71,6 +72,7 @@ class RelayServer:
         self.signaling = SignalingHub(limiter=self.hub.state.join_failures)
         self.rooms = RoomShell(self)
         self.spaces = SpaceShell(self, config.space_settings())
+        self.chat = ChatShell(self)
         self.listener = Listener(self)
         self.polling = Polling(self)
         self.connections: set[Any] = set()
@@ -110,6 +112,7 @@ class RelayServer:
             self._root = root
             await root.start(self.rooms.run)
             await root.start(self.spaces.run)
+            await root.start(self.chat.run)
             await root.start(self.backplane.run)
             connections = await root.start(_nursery_owner)
             for listener in listeners:
@@ -176,6 +179,9 @@ class RelayServer:
     # -- ConnectionHost ------------------------------------------------------------------
     def observer_event(self, conn: Peer, event: str, data: Any, ref: Ref | None
                        ) -> Awaitable[None] | None:
+        if self.chat.routes(conn, event):  # the chat app's events (§9.10)
+            self.chat.handle(conn, event, data, ref)
+            return None
         return self.backplane.dispatch(conn, event, data, ref)  # type: ignore[no-any-return]
 
     def signaling_message(self, conn: Connection, text: str | None, binary: bool
@@ -197,6 +203,8 @@ class RelayServer:
             self.spaces.closed(conn)
             return
         self.polling.ended(conn)
+        if conn.endpoint == "socketio":
+            self.chat.closed(conn)
         self.backplane.connection_closed(conn)
         if conn.endpoint == "ws":
             self.signaling_conns.pop(conn.signaling_id, None)
@@ -322,6 +330,8 @@ class RelayServer:
             "observer_connections": {(k,): v for k, v in by_endpoint.items()},
             "observer_rooms": {("observer",): len(self.hub.rooms),
                                ("signaling",): self.signaling.room_count(),
-                               ("space",): self.spaces.count()},
+                               ("space",): self.spaces.count(),
+                               ("chat_group",): self.chat.groups()},
+            "observer_chat_users": {(): self.chat.users()},
             "observer_participants": {("online",): online, ("offline",): offline},
         }

@@ -213,6 +213,7 @@ class Polling:
         old_id = ws.conn_id
         session.take_over_by(ws)
         node.rooms.replace_peer(session, ws)
+        node.chat.replaced(session, ws)
         ws.conn_id = session.conn_id
         node.backplane.connection_replaced(old_id, session, ws)
         self._unregister(session)
