@@ -17,7 +17,6 @@ fields (with their repetitions and order), body. Nothing is retried or smoothed 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -376,5 +375,3 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = TIMEOUT,
         while not predicate():
             await trio.sleep(step)
 
-
-INF = math.inf

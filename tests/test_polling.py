@@ -338,15 +338,16 @@ async def test_refusal_table(relay: Relay, method: str, query: str, body: bytes 
 
 
 async def test_refusals_for_a_live_session(relay: Relay) -> None:
-    """Rows that need a live session: a method the session does not know (row 3 after
-    row 2), an unparsable POST body (code 3), a wrong version on a live sid (row 6)."""
+    """Rows that need a live session: another method (row 3, after row 2), a wrong version
+    on a live sid (row 6), an unparsable POST body (not UTF-8: code 3)."""
     eio = Eio(relay.server.relay_port)
     await eio.handshake()
     port = relay.server.relay_port
     assert_refused(await one_request(port, "PUT", eio_target(eio.sid), body=b"40"), 400, CODE2)
     assert_refused(await one_request(port, "GET", eio_target(eio.sid, eio="3")), 400, CODE5)
+    assert eio.sid in relay.server.polling.sessions  # neither ended the session
+    # (Whether an unparsable body ends the session is not said; only the answer is.)
     assert_refused(await eio.post(body=b"42[\"a\",\"\xff\xfe\"]"), 400, CODE3)
-    assert eio.sid in relay.server.polling.sessions  # none of these ended the session
 
 
 async def test_polling_disabled(start_relay: StartRelay) -> None:
@@ -840,6 +841,28 @@ async def test_upgrade_packet_exact(relay: Relay, nursery: trio.Nursery) -> None
     assert await status_update(host, user_id) == "offline"
     await wait_until(lambda: eio.sid not in relay.server.polling.upgraded)
     assert_refused(await eio.get(), 400, CODE1)
+
+
+async def test_failed_probe_leaves_the_session_on_polling(start_relay: StartRelay,
+                                                         nursery: trio.Nursery) -> None:
+    """The probe's WebSocket goes away before the 5: the session carries on polling (the
+    client falls back), nothing is lost, its heartbeat goes on."""
+    relay = await start_relay(sio_ping_interval=0.3, sio_ping_timeout=2)
+    host, room = await relay.host()
+    eio, user_id = await joined_student(relay, room["room_id"])
+    await host.expect("room/update")
+    ws = await ws_for(relay, nursery, eio.sid)
+    await ws.send_message("2probe")
+    assert await ws.get_message() == "3probe"
+    assert await eio.get_packets() == ["6"]
+    await ws.aclose()
+    await host.ok("message/to_client", {"user_id": user_id, "content": "after the probe"})
+    packets = await eio.get_packets()
+    assert [parse_event(p)[1]["content"] for p in packets] == ["after the probe"], packets
+    assert await eio.get_packets() == ["2"]
+    await eio.post_ok("3")
+    assert await sentinel_ack(eio, 7) == []
+    assert eio.sid in relay.server.polling.sessions
 
 
 @pytest.mark.xfail(strict=True, reason="after the upgrade the WebSocket never pings: "
