@@ -189,7 +189,30 @@ class WebHost(Protocol):
     def shutting_down(self) -> bool: ...
 
 
-class ClusterHost(Protocol):
+class PlacesHost(Protocol):
+    """What the replication of places (``relay.cluster.places``) needs from the node."""
+
+    def apply_place(self, cmd: Any) -> None:
+        """Apply one ``PlaceCommand`` to this node's replica (in the log's order)."""
+
+    def place_alive(self, kind: str, place: str) -> bool:
+        """Whether the place has state (a space that exists, a directory with sessions)."""
+
+    def place_nodes(self) -> set[str]:
+        """The nodes that have clients in some place (to notice their death)."""
+
+    def node_gone(self, node_id: str) -> None:
+        """A node died: its clients leave every place."""
+
+    def places_lost(self) -> None:
+        """The replicas missed commands: close this node's place connections (1011) and
+        forget every place (they are rebuilt from the log)."""
+
+    def place_refused(self, cmd: Any) -> None:
+        """A command could not be queued: close the connection it came from (1011)."""
+
+
+class ClusterHost(PlacesHost, Protocol):
     """What the cluster needs from the node: the core, delivery, and the connections."""
 
     hub: Any  # relay.core.hub.Hub

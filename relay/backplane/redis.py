@@ -45,6 +45,7 @@ from coredis.retry import NoRetryPolicy
 from . import scripts
 from .base import UNREACHABLE, BackplaneUnavailable, Client, Fenced, OutcomeUnknown
 from .leases import LeaseOps
+from .places import PlaceLog
 from .storage import RoomStore
 from .subscriber import PubSub
 
@@ -57,7 +58,7 @@ __all__ = [
 ]
 
 
-class RedisBackplane(LeaseOps, PubSub, RoomStore):
+class RedisBackplane(LeaseOps, PubSub, RoomStore, PlaceLog):
     """A node's connection to the Redis backplane; run it with ``nursery.start(bp.run)``.
 
     Received messages arrive on :attr:`inbox` (``bytes``) and :attr:`room_messages`

@@ -147,6 +147,10 @@ class Directory:
         """When ``tick`` should be called next, or ``None`` when no ``contact`` waits."""
         return self._pacer.deadline()
 
+    def sessions(self) -> list[str]:
+        """Every chat session the directory knows (to drop a dead node's, by key prefix)."""
+        return list(self._sessions)
+
     def is_chat_session(self, session: str) -> bool:
         """Whether the session has become a chat session (it got a ``login-response``)."""
         return session in self._sessions

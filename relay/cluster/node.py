@@ -27,6 +27,7 @@ from .forwarding import WATCH_INTERVAL, Forwarding
 from .handoff import Handoff
 from .outboxes import Outboxes
 from .owner import OwnerRooms, room_key
+from .places import Places
 from .polling import PollingForwarding
 from .remote import Remotes
 from .signaling import SignalingForwarding
@@ -75,6 +76,8 @@ class Cluster:
         self.forwarding = Forwarding(self.ctx, self.owner, self.handoff)
         self.signaling_fwd = SignalingForwarding(self.ctx)
         self.polling = PollingForwarding(self.ctx, host.serve_polling)
+        self.places = Places(host, self.bp)
+        self._gone_nodes: set[str] = set()  # dead nodes whose place clients were dropped
         self._idle_expiry = idle_expiry
         self._next_touch = 0.0
 
@@ -92,6 +95,13 @@ class Cluster:
                 raise BackplaneUnavailable(
                     f"cannot reach the backplane at {self.bp.url}: {self.bp.last_error}")
             await nursery.start(self.ctx.outboxes.run)
+            # Replicated places: catch up with the log before serving (a new node's
+            # replicas start complete), then follow it.
+            await nursery.start(self.bp.run_places_reader)
+            await self.places.catch_up()
+            nursery.start_soon(self.places.reader)
+            nursery.start_soon(self.places.sender)
+            nursery.start_soon(self.places.maintain, self.bp.is_alive)
             if self.handoff is not None:
                 await nursery.start(self.handoff.serve)
             nursery.start_soon(self.ctx.commits.run)
@@ -144,6 +154,10 @@ class Cluster:
     async def import_done(self, room_id: int, result: list[dict[str, str]] | ImportFailure
                           ) -> Outcome | None:
         return await self.owner.import_done(room_id, result)
+
+    def place_command(self, cmd: Any) -> None:
+        """A replicated place's command: appended to the places' log, applied when read."""
+        self.places.issue(cmd)
 
     # -- polling sessions across nodes -----------------------------------------------------
     async def register_session(self, sid: str) -> None:
@@ -240,6 +254,11 @@ class Cluster:
             if node != self.node_id and not await bp.is_alive(node):
                 self.forwarding.node_gone(node)
                 self.signaling_fwd.node_gone(node)
+        for node in self.host.place_nodes() - self._gone_nodes:
+            if node != self.node_id and not await bp.is_alive(node):
+                self._gone_nodes.add(node)  # (node ids are never reused)
+                log.warning("node %s is gone: its clients leave spaces and the chat", node)
+                self.host.node_gone(node)
         self.ctx.remotes.flush()
         await self.signaling_fwd.reconcile()
         if trio.current_time() >= self._next_touch:

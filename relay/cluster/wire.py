@@ -175,6 +175,29 @@ Message = (Forward | Frames | Close | Result | Gone | WsForward | WsResult | WsG
            | HttpForward | HttpAnswer | HttpAck)
 
 
+class PlaceCommand(msgspec.Struct, array_like=True, frozen=True):
+    """A command for a replicated place: a ChatRoom space, or the chat app's directory.
+
+    Every node applies the places' commands in the order of one Redis stream, each to its
+    own replica (same commands, seeds and times: same state everywhere), and delivers what
+    a command produces to its own connections only. ``node``/``conn`` name the connection a
+    command concerns (the node that appended it).
+    """
+
+    kind: str  # "space" or "chat"
+    place: str  # the space's name, or "directory"
+    op: str  # space: connect, receive, binary, disconnect, tick, expire, node_gone;
+    #          chat: handle, disconnect, node_gone
+    node: str
+    conn: int
+    arg: str  # a space connection's shape; a chat event's name
+    text: str | None  # a space message; a chat event's payload (JSON text)
+    seed: bytes
+    time: float
+    seq: int = 0  # the issuing node's counter (set by the cluster: resends apply once)
+    version: int = FORMAT
+
+
 class Batch(msgspec.Struct, array_like=True, frozen=True):
     """What one ``PUBLISH`` carries: a sender's queued messages, in order."""
 
@@ -184,6 +207,7 @@ class Batch(msgspec.Struct, array_like=True, frozen=True):
 
 _encoder = msgspec.msgpack.Encoder()
 _record = msgspec.msgpack.Decoder(LogRecord)
+_place = msgspec.msgpack.Decoder(PlaceCommand)
 _batch = msgspec.msgpack.Decoder(Batch)
 
 
@@ -207,6 +231,20 @@ def decode_record(blob: bytes) -> LogRecord:
     if record.version != FORMAT:
         raise WireError(f"log entry of format {record.version}, expected {FORMAT}")
     return record
+
+
+def encode_place(command: PlaceCommand) -> bytes:
+    return _encoder.encode(command)
+
+
+def decode_place(blob: bytes) -> PlaceCommand:
+    try:
+        command = _place.decode(blob)
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise WireError(f"unreadable place command: {exc}") from None
+    if command.version != FORMAT:
+        raise WireError(f"place command of format {command.version}, expected {FORMAT}")
+    return command
 
 
 def encode_batch(messages: list[Message]) -> bytes:

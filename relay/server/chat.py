@@ -1,4 +1,4 @@
-"""The seed chat app on ``/socket.io/`` (§9.10): its sessions and its directory's timer.
+"""The seed chat app on ``/socket.io/`` (§9.10): its sessions and its directory.
 
 A Socket.IO session that sends ``login`` while unbound becomes a chat session; its six
 events go to the directory (``relay.chat.Directory``, a sans-IO core) instead of the
@@ -6,19 +6,28 @@ observer core, and the directory's actions are carried out here: each event enco
 (``Outgoing``, whose Socket.IO frame is cached) for all its recipients, failures answered
 to the sender alone. A chat session may not send observer events and a session bound to
 an observer room may not send chat events (``already_in_room``).
+
+The directory is one per server, shared by all nodes: like a ChatRoom space
+(``relay.server.spaces``) it is a replicated place — every event, disconnect and node
+death is a ``PlaceCommand`` applied by every node in the order of one stream, each node
+delivering to its own sessions. Users and groups live as long as their sessions; a dead
+node's users leave everyone's contacts.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import trio
 
 from relay.chat import CHAT_EVENTS, Directory
 from relay.chat.actions import Action, Emit, Fail
-from relay.chat.entropy import SystemEntropy
+from relay.chat.entropy import SeededEntropy
+from relay.cluster.wire import PlaceCommand
 from relay.core.errors import EventError
 from relay.core.outgoing import Outgoing
 from relay.ports import Ref
@@ -29,20 +38,21 @@ if TYPE_CHECKING:
 log = logging.getLogger("relay.server")
 
 ALREADY = "already_in_room"
+KIND, PLACE = "chat", "directory"
 
 
 class ChatShell:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.directory = Directory()
-        self.entropy = SystemEntropy()
-        self.sessions: dict[str, Any] = {}  # session key -> its connection (this node's)
+        self.sessions: dict[str, Any] = {}  # session key -> this node's connection
+        self._refs: dict[str, deque[Ref | None]] = {}  # acks owed, in command order
         self._wake = trio.Event()
 
-    @staticmethod
-    def key(conn: Any) -> str:
-        """A session key the directory can never mistake for a user id (20 characters)."""
-        return f"s:{conn.conn_id}"
+    def key(self, conn: Any) -> str:
+        """A session key unique across nodes, which the directory can never mistake for a
+        user id (those are 20 characters of base64url, without ``:``)."""
+        return f"{self.node.backplane.node_id}:{conn.conn_id}"
 
     def routes(self, conn: Any, event: str) -> bool:
         """Whether ``event`` from ``conn`` belongs to the chat app (and not the core)."""
@@ -50,28 +60,23 @@ class ChatShell:
             event in CHAT_EVENTS or self.directory.is_chat_session(self.key(conn)))
 
     def handle(self, conn: Any, event: str, data: Any, ref: Ref | None) -> None:
-        key = self.key(conn)
         if event not in CHAT_EVENTS:  # an observer event from a chat session
             self._fail(conn, ALREADY, "this session is a chat session", event, ref)
             return
         if conn.session.bound:  # a chat event from a session in an observer room
             self._fail(conn, ALREADY, "this session is in an observer room", event, ref)
             return
+        key = self.key(conn)
         self.sessions[key] = conn
-        actions = self.directory.handle(key, event, data, now=self.node.now(),
-                                        entropy=self.entropy)
-        failed = self._carry_out(actions)
-        if ref is not None:
-            conn.send_ack(ref, failed)
-        self._wake.set()
+        self._refs.setdefault(key, deque()).append(ref)
+        self._issue("handle", conn.conn_id, event, msgspec.json.encode(data).decode())
 
     def closed(self, conn: Any) -> None:
-        key = self.key(conn)
+        key, conn_id = self.key(conn), conn.conn_id
         if self.sessions.get(key) is conn:
             del self.sessions[key]
-            self._carry_out(self.directory.disconnect(key, now=self.node.now(),
-                                                      entropy=self.entropy))
-            self._wake.set()
+            self._refs.pop(key, None)
+            self._issue("disconnect", conn_id)
 
     def replaced(self, old: Any, new: Any) -> None:
         """A session moved to another transport object (Engine.IO upgrade)."""
@@ -79,19 +84,80 @@ class ChatShell:
         if self.sessions.get(key) is old:
             self.sessions[key] = new
 
+    def node_gone(self, node_id: str) -> None:
+        self._issue("node_gone", 0, node_id)
+
+    def _issue(self, op: str, conn: int, arg: str = "", text: str | None = None) -> None:
+        node = self.node
+        node.backplane.place_command(PlaceCommand(
+            KIND, PLACE, op, str(node.backplane.node_id), conn, arg, text,
+            node.entropy_bytes(16), node.now()))
+
     def _fail(self, conn: Any, code: str, message: str, event: str, ref: Ref | None) -> None:
         conn.send_error(code, message, event, ref)
         if ref is not None:
             conn.send_ack(ref, EventError(code, message))
+
+    # -- applying commands (every node, in the same order) ---------------------------------
+    def apply(self, cmd: PlaceCommand) -> None:
+        directory = self.directory
+        key = f"{cmd.node}:{cmd.conn}"
+        entropy = SeededEntropy(cmd.seed)
+        if cmd.op == "handle":
+            try:
+                data = msgspec.json.decode(cmd.text or "null")
+            except (msgspec.DecodeError, RecursionError):
+                data = None
+            failed = self._carry_out(directory.handle(key, cmd.arg, data, now=cmd.time,
+                                                      entropy=entropy))
+            refs = self._refs.get(key) if cmd.node == str(self.node.backplane.node_id) else None
+            if refs:
+                ref = refs.popleft()
+                conn = self.sessions.get(key)
+                if ref is not None and conn is not None:
+                    conn.send_ack(ref, failed)
+        elif cmd.op == "disconnect":
+            self._carry_out(directory.disconnect(key, now=cmd.time, entropy=entropy))
+        elif cmd.op == "node_gone":
+            prefix = cmd.arg + ":"
+            for session in directory.sessions():
+                if session.startswith(prefix):
+                    self._carry_out(directory.disconnect(session, now=cmd.time,
+                                                         entropy=entropy))
+        if not directory.sessions():
+            self.directory = Directory()  # (nothing in it matters to anyone any more)
+        self._wake.set()
+
+    def alive(self) -> bool:
+        """Whether the directory has state. With no chat session left it has none that
+        matters, and every replica starts over with a fresh one (so that the places' log
+        need not keep its history)."""
+        return bool(self.directory.sessions())
+
+    def nodes(self) -> set[str]:
+        return {key.partition(":")[0] for key in self.directory.sessions()}
+
+    def lost(self) -> None:
+        """Our replica missed commands: close our chat sessions (1011) and start over."""
+        for conn in list(self.sessions.values()):
+            conn.close(1011, "the chat's state was lost here; reconnect")
+        self.sessions.clear()
+        self._refs.clear()
+        self.directory = Directory()
+
+    def refused(self, cmd: PlaceCommand) -> None:
+        conn = self.sessions.get(f"{cmd.node}:{cmd.conn}")
+        if conn is not None:
+            conn.close(1011, "the backplane is not reachable; reconnect")
 
     def _carry_out(self, actions: list[Action]) -> EventError | None:
         failed = None
         for action in actions:
             if isinstance(action, Emit):
                 out = Outgoing(action.event, action.data)
-                for key in action.sessions:
-                    conn = self.sessions.get(key)
-                    if conn is not None:
+                for session in action.sessions:
+                    conn = self.sessions.get(session)
+                    if conn is not None:  # (another node's session, or gone)
                         conn.send_event(out)
             elif isinstance(action, Fail):
                 conn = self.sessions.get(action.session)
@@ -101,7 +167,8 @@ class ChatShell:
         return failed
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """The directory's timer: coalesced ``contact`` frames go out when due."""
+        """The directory's timer: coalesced ``contact`` frames go out when due. Pacing is
+        each node's own (ticks change no user or group), so ticks are not replicated."""
         task_status.started()
         while True:
             deadline = self.directory.next_deadline()

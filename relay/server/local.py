@@ -51,6 +51,7 @@ class LocalStats:
 
 class LocalBackplane:
     available = True
+    node_id = "local"
 
     def __init__(self, node: Node) -> None:
         self.node = node
@@ -77,6 +78,10 @@ class LocalBackplane:
 
     def connection_replaced(self, old_id: int, old: Connection, new: Connection) -> None:
         pass
+
+    def place_command(self, cmd: Any) -> None:
+        """Replicated places have one replica here: apply at once."""
+        self.node.apply_place(cmd)
 
     async def register_session(self, sid: str) -> None:
         pass

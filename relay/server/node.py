@@ -18,6 +18,7 @@ The node implements the ports of ``relay.ports`` that the parts use to reach it
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -164,6 +165,38 @@ class RelayServer:
                 self.spaces.expire(now)
             except Exception:
                 log.exception("idle expiry failed; retrying at the next tick")
+
+    def entropy_bytes(self, n: int) -> bytes:
+        """A seed for a replicated command (its replicas draw the same values from it)."""
+        return secrets.token_bytes(n)
+
+    def apply_place(self, cmd: Any) -> None:
+        """A replicated place's command, in the backplane's order (§9)."""
+        try:
+            if cmd.kind == "space":
+                self.spaces.apply(cmd)
+            elif cmd.kind == "chat":
+                self.chat.apply(cmd)
+        except Exception:
+            log.exception("applying a %s command failed", cmd.kind)
+
+    def node_gone(self, node_id: str) -> None:
+        """Another node died: its clients leave the replicated places."""
+        self.spaces.node_gone(node_id)
+        self.chat.node_gone(node_id)
+
+    def place_alive(self, kind: str, place: str) -> bool:
+        return self.spaces.alive(place) if kind == "space" else self.chat.alive()
+
+    def place_nodes(self) -> set[str]:
+        return self.spaces.nodes() | self.chat.nodes()
+
+    def places_lost(self) -> None:
+        self.spaces.lost()
+        self.chat.lost()
+
+    def place_refused(self, cmd: Any) -> None:
+        (self.spaces if cmd.kind == "space" else self.chat).refused(cmd)
 
     def new_conn_id(self) -> int:
         self._conn_ids += 1
