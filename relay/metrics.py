@@ -44,6 +44,11 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "observer_service_requests": ("ChatRoom service requests by result", ("result",)),
 }
 #: ChatRoom frame types (§9.2), client and server.
+#: The chat app's events (§9.10), both directions (§9.11: the ``event`` label gains them).
+CHAT_APP_EVENTS = frozenset({
+    "login", "message", "create_group", "join_group", "leave_group", "logout",
+    "login-response", "contact", "update_group", "delete_group",
+})
 CHATROOM_TYPES = frozenset({
     "hello", "subscribe", "unsubscribe", "update", "reject_update", "register_service",
     "unregister_service", "request", "response", "error",
@@ -53,7 +58,7 @@ CHATROOM_TYPES = frozenset({
 def event_label(event: str) -> str:
     """A documented event name or ``/ws`` type, else ``unknown`` (bounded label set)."""
     if (event in EVENT_TABLE or event in SERVER_EVENTS or event in WS_TYPES
-            or event in CHATROOM_TYPES):
+            or event in CHATROOM_TYPES or event in CHAT_APP_EVENTS):
         return event
     return "unknown"
 

@@ -117,17 +117,28 @@ class Outbox:
         return bool(self._pre or self._queue) or self.replaying
 
     # -- taking frames out ------------------------------------------------------------------
-    def take(self, encode: Encode, budget: float, batch: list[bytes]) -> int:
+    def take(self, encode: Encode, budget: float, batch: list[bytes], *,
+             strict: bool = False) -> int:
         """Append to ``batch``, in order, the attach replies, the replay and live frames,
-        until about ``budget`` bytes; returns the bytes taken (reply frames uncounted)."""
+        until about ``budget`` bytes; returns the bytes taken.
+
+        By default the frame that crosses ``budget`` is taken too (a socket's write size
+        is a target). With ``strict`` (a long-poll answer, bounded by maxPayload) no frame
+        is taken that would cross it, unless ``batch`` would otherwise stay empty (one
+        frame larger than the budget still has to go out on its own).
+        """
+        size = 0
         if self._pre:
+            if strict:
+                size = sum(len(frame) for frame in self._pre)
             batch.extend(self._pre)
             self._pre = []
-        size = 0
         pinned = self._pinned
         while self.bound and self.cursor < self.replay_end and size < budget:
             seq = self.cursor + 1
             frame = encode(pinned[len(pinned) - (self.replay_end - self.cursor)], seq)
+            if strict and batch and size + len(frame) > budget:
+                break
             batch.append(frame)
             size += len(frame)
             self.cursor = seq
@@ -135,16 +146,20 @@ class Outbox:
             self._pinned = []  # streamed: release the events
         queue = self._queue
         while queue and size < budget:
-            item, item_size = queue.popleft()
-            self._queue_bytes -= item_size
-            if item_size == self._oversized:
-                self._oversized = 0
+            item, item_size = queue[0]
             if isinstance(item, tuple):
                 out, seq = item
                 frame = encode(out, seq)
-                self.cursor = seq
             else:
-                frame = item
+                frame, seq = item, 0
+            if strict and batch and size + len(frame) > budget:
+                break
+            queue.popleft()
+            self._queue_bytes -= item_size
+            if item_size == self._oversized:
+                self._oversized = 0
+            if seq:
+                self.cursor = seq
             batch.append(frame)
             size += len(frame)
         return size

@@ -994,12 +994,6 @@ async def test_polling_session_that_stops_polling_is_logged_out(start_relay: Sta
     assert relay.server.chat.users() == 1
 
 
-@pytest.mark.xfail(strict=True, reason="the relay never pings a session after its Engine.IO "
-                   "upgrade (relay/server/polling.py upgrade(): the WebSocket's ping is never "
-                   "re-filed in the heartbeat wheel; see tests/test_polling.py::"
-                   "test_heartbeat_continues_after_the_upgrade): the client gives up after "
-                   "pingInterval + pingTimeout, and since disconnect acts as logout every "
-                   "chat user on default options is silently logged out after 45 s of quiet")
 async def test_logged_in_clients_stay_logged_in_across_heartbeats(start_relay: StartRelay
                                                                   ) -> None:
     """Default options, short heartbeats: after the upgrade, quiet logged-in clients must
@@ -1024,11 +1018,6 @@ async def test_logged_in_clients_stay_logged_in_across_heartbeats(start_relay: S
 
 
 # -- metrics (§9.11) -------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="relay/metrics.py event_label() does not know the chat "
-                   "app's events (§9.11: 'event gains ... the chat app's events'): login, "
-                   "create_group, join_group, leave_group, logout in and login-response, "
-                   "contact, update_group, delete_group out are all counted as "
-                   "event=\"unknown\" (only 'message' is labelled)")
 async def test_metrics_count_chat_users_groups_and_events(relay: Relay) -> None:
     import httpx
 

@@ -241,10 +241,6 @@ async def test_get_returns_queued_packets_then_waits(relay: Relay, nursery: trio
     assert [parse_event(p)[1]["content"] for p in answered[0]] == ["late"]
 
 
-@pytest.mark.xfail(strict=True, reason="a GET answer can exceed maxPayload: "
-                   "relay/outbox.py Outbox.take() keeps taking frames while the running size "
-                   "is below the budget, so the frame that crosses it is included "
-                   "(relay/transport/polling.py _take passes max_payload as that budget)")
 async def test_get_answer_fits_in_max_payload(start_relay: StartRelay) -> None:
     relay = await start_relay(max_message_size=2000)
     host, room = await relay.host()
@@ -441,9 +437,6 @@ async def test_no_cors_fields_without_origin(relay: Relay) -> None:
     assert response.header("access-control-allow-credentials") is None
 
 
-@pytest.mark.xfail(strict=True, reason="the 204 answer to a preflight carries "
-                   "'Content-Length: 0', which RFC 9110 §8.6 forbids in a 204 "
-                   "(relay/transport/http1.py respond() always adds Content-Length)")
 async def test_preflight_204_has_no_content_length(relay: Relay) -> None:
     preflight = await one_request(relay.server.relay_port, "OPTIONS", eio_target(), [
         ("Origin", "http://x.example"), ("Access-Control-Request-Method", "GET")])
@@ -618,10 +611,6 @@ async def test_heartbeat_timeout_when_pongs_are_missing(start_relay: StartRelay,
     assert_refused(await sio.eio.get(), 400, CODE1)
 
 
-@pytest.mark.xfail(strict=True, reason="a POST counts as a poll: a client that keeps "
-                   "POSTing (here pongs) but never GETs is never ended, although §3.2 says "
-                   "'no pending or arriving GET for pingInterval + pingTimeout ends as a "
-                   "heartbeat timeout' (relay/transport/polling.py post() sets _last_poll)")
 async def test_heartbeat_timeout_without_gets_even_with_posts(start_relay: StartRelay,
                                                               nursery: trio.Nursery) -> None:
     relay = await start_relay(sio_ping_interval=0.2, sio_ping_timeout=0.2)
@@ -865,13 +854,6 @@ async def test_failed_probe_leaves_the_session_on_polling(start_relay: StartRela
     assert eio.sid in relay.server.polling.sessions
 
 
-@pytest.mark.xfail(strict=True, reason="after the upgrade the WebSocket never pings: "
-                   "relay/server/polling.py upgrade() copies ping_due onto the WebSocket "
-                   "(ObserverConnection.take_over) but never re-files it in the heartbeat "
-                   "wheel, where probe_for() had put it with due = inf (i.e. not at all); "
-                   "socket.io-client then drops the connection after pingInterval + "
-                   "pingTimeout ('ping timeout') and reconnects, and a dead client is never "
-                   "detected (no 4004)")
 async def test_heartbeat_continues_after_the_upgrade(start_relay: StartRelay,
                                                      nursery: trio.Nursery) -> None:
     relay = await start_relay(sio_ping_interval=0.2, sio_ping_timeout=0.3)
@@ -1004,12 +986,6 @@ async def test_upgrade_while_events_flow_both_ways(relay: Relay, nursery: trio.N
     await ws.aclose()
 
 
-@pytest.mark.xfail(strict=True, reason="a session the server ends while the client upgrades "
-                   "(kicked between 2probe and 5) moves its queued frames to the WebSocket on "
-                   "5 but not its pending 41 nor its close: the WebSocket gets room/kicked and "
-                   "then stays open for ever (relay/transport/polling.py take_over_by() copies "
-                   "neither _final nor _closing; relay/transport/observer.py handle_text('5') "
-                   "only checks session.ended, which a closing session is not yet)")
 async def test_kick_during_the_upgrade_still_ends_with_41(relay: Relay,
                                                           nursery: trio.Nursery) -> None:
     host, room = await relay.host()

@@ -179,10 +179,6 @@ async def test_python_client_default_options(relay: Relay) -> None:
     await in_asyncio(scenario)
 
 
-@pytest.mark.xfail(strict=True, reason="the relay never pings an upgraded WebSocket "
-                   "(see tests/test_polling.py::test_heartbeat_continues_after_the_upgrade): "
-                   "python-engineio gives up after pingInterval + pingTimeout without a "
-                   "packet ('Server has stopped communicating') and reconnects")
 async def test_python_client_default_options_survives_heartbeats(start_relay: StartRelay
                                                                  ) -> None:
     relay = await start_relay(sio_ping_interval=0.3, sio_ping_timeout=0.3)
@@ -571,10 +567,6 @@ async def test_node_client_default_options(relay: Relay, sio_client_module: Path
     assert len(host) == 8 and len(student) == 10, (host, student)
 
 
-@pytest.mark.xfail(strict=True, reason="the relay never pings an upgraded WebSocket "
-                   "(see tests/test_polling.py::test_heartbeat_continues_after_the_upgrade): "
-                   "socket.io-client closes with 'ping timeout' after pingInterval + "
-                   "pingTimeout and reconnects")
 async def test_node_client_default_options_survives_heartbeats(
         start_relay: StartRelay, sio_client_module: Path, tmp_path: Path) -> None:  # noqa: F811
     relay = await start_relay(sio_ping_interval=0.3, sio_ping_timeout=0.3)

@@ -536,10 +536,6 @@ def _no_host_state() -> RoomState:
                      empty_since=None, stats_version=0)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "decode_room checks types only: a snapshot whose room has no participant 1 (no host) "
-    "decodes, and then Hub.handle answers 'internal' and Hub.disconnect raises KeyError "
-    "(Room.host) for its participants"))
 @example(state=_no_host_state())
 @settings(deadline=None, max_examples=50)
 @given(state=st.builds(

@@ -104,6 +104,7 @@ def decode_room(blob: bytes, settings: CoreSettings) -> Room:
         raise WireError(f"unreadable room snapshot: {exc}") from None
     if state.version != FORMAT:
         raise WireError(f"room snapshot of format {state.version}, expected {FORMAT}")
+    _check(state)
     room = Room(
         room_id=state.room_id, stats_key=state.stats_key, creator_ip=state.creator_ip,
         next_user_id=state.next_user_id, next_message_id=state.next_message_id,
@@ -114,6 +115,30 @@ def decode_room(blob: bytes, settings: CoreSettings) -> Room:
     for ps in state.participants:
         room.participants[ps.user_id] = _rebuild(ps, settings)
     return room
+
+
+def _check(state: RoomState) -> None:
+    """What the types do not say but the core relies on (a snapshot written by a buggy or
+    hostile writer must be refused here, not crash the core later): participant 1 is the
+    host and the only one, ids are unique and below ``next_user_id``, each replay buffer's
+    counter covers its events and whose payloads are JSON."""
+    ids = [ps.user_id for ps in state.participants]
+    if len(set(ids)) != len(ids):
+        raise WireError("room snapshot: a participant appears twice")
+    for ps in state.participants:
+        if ps.is_host != (ps.user_id == 1):
+            raise WireError("room snapshot: participant 1 and only it is the host")
+        if not 1 <= ps.user_id < state.next_user_id:
+            raise WireError("room snapshot: a participant id out of range")
+        if ps.counter < len(ps.events):
+            raise WireError("room snapshot: a replay counter below its events")
+        for _event, payload in ps.events:
+            try:
+                msgspec.json.decode(payload)
+            except (msgspec.DecodeError, RecursionError):
+                raise WireError("room snapshot: an event payload is not JSON") from None
+    if 1 not in ids:
+        raise WireError("room snapshot: the room has no host")
 
 
 def _rebuild(ps: ParticipantState, settings: CoreSettings) -> Participant:

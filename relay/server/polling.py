@@ -219,6 +219,9 @@ class Polling:
         self._unregister(session)
         self.upgraded[session.codec.sid] = ws
         ws.polling_sid = session.codec.sid
+        # The WebSocket carries the session's heartbeat from here (it had none while
+        # probing): without this the client would never be pinged again.
+        node.heartbeat_wheel.add(ws, ws.heartbeat_due())
         ws.flush()
 
     def ended(self, conn: Any) -> None:

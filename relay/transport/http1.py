@@ -119,8 +119,9 @@ class HttpConnection:
                       close: bool = False, head: bool = False) -> bool:
         """One complete response; False when it could not be written (the peer is gone)."""
         h = self._h11
-        fields = [("Content-Length", str(len(body))), ("Cache-Control", "no-store"),
-                  *headers]
+        # (RFC 9110 §8.6: no Content-Length in a 204 or 1xx answer)
+        length = [] if status == 204 or status < 200 else [("Content-Length", str(len(body)))]
+        fields = [*length, ("Cache-Control", "no-store"), *headers]
         complete = self._request_complete()
         if close or self.pipelined or not complete:
             fields.append(("Connection", "close"))

@@ -52,9 +52,13 @@ class ObserverConnection(ObserverFraming, WebSocketConnection):
 
     def probe_for(self, session: Any) -> None:
         """This WebSocket was opened to upgrade ``session`` (§3.2): until the client's
-        ``5`` it only answers probes; it sends no open packet and no pings of its own."""
+        ``5`` it only answers probes; it sends no open packet and no pings of its own, and
+        it is closed if the ``5`` does not come within pingInterval + pingTimeout."""
         self.upgrading = session
-        self.ping_due = self.connect_deadline = math.inf
+        self.ping_due = math.inf
+        settings = self.settings
+        self.connect_deadline = (trio.current_time() + settings.sio_ping_interval
+                                 + settings.sio_ping_timeout)
 
     def handle_text(self, text: str) -> Awaitable[None] | None:
         if self.upgrading is None:
@@ -113,7 +117,8 @@ class ObserverConnection(ObserverFraming, WebSocketConnection):
             if getattr(self.codec, "connected", True):
                 self.connect_deadline = math.inf
             elif now >= self.connect_deadline:
-                self.close(1008, "no namespace connect within 45 s")
+                self.close(1008, "no upgrade within the heartbeat" if self.upgrading
+                           else "no namespace connect within 45 s")
                 return math.inf
         return super().heartbeat(now)
 

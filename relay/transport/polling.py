@@ -166,8 +166,11 @@ class PollingSession(ObserverFraming, Outbox):
         if self._noop:
             self._noop = False
             packets.append(NOOP)
+        # The answer stays within maxPayload (§3.2): WebSocket frames are a few bytes longer
+        # than their packets, each packet a separator shorter, so counting frames is safe.
+        room = max_payload - sum(len(p) + 1 for p in packets) - len(self._final) - 1
         frames: list[bytes] = []
-        self.take(self.encode_sequenced, max_payload, frames)
+        self.take(self.encode_sequenced, room, frames, strict=True)
         for frame in frames:
             packets.extend(ws_payloads(frame))
         if self._final and not self.has_pending:
@@ -193,7 +196,7 @@ class PollingSession(ObserverFraming, Outbox):
             text = body.decode("utf-8")
         except UnicodeDecodeError:
             return False
-        self._last_poll = trio.current_time()
+        # (A POST is not a poll: a client that POSTs and never GETs still ends, §3.2.)
         metrics = self.host.metrics
         for packet in text.split("\x1e"):
             if self.ended or self.upgraded:
@@ -228,6 +231,12 @@ class PollingSession(ObserverFraming, Outbox):
         self.discard()
         self._unsent = []
         self._wake.set()
+        if self._closing is not None:
+            # The session was ending (kicked, closed, rate limited) while the client
+            # upgraded: the WebSocket ends it the same way, what was due and the 41 last.
+            code, reason = self._closing
+            self._closing = None
+            ws.close(code, reason, flush=True)
 
     # -- heartbeat (called by the node's timing wheel) --------------------------------
     def heartbeat_due(self) -> float:
