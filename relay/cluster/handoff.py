@@ -126,9 +126,8 @@ class Handoff:
         until = self._not_local.get(owner)
         if (until is not None and trio.current_time() < until) or not conn.clean:
             return False
-        codec = conn.codec
-        state = HandoffState(conn.endpoint, event, payload_text(data), ref,
-                             getattr(codec, "sid", None), getattr(codec, "socket_sid", None),
+        sid, socket_sid = conn.codec.session_ids()
+        state = HandoffState(conn.endpoint, event, payload_text(data), ref, sid, socket_sid,
                              conn.session.device, conn.ip)
         blob = msgspec.msgpack.encode(state)
         if len(blob) > MAX_STATE:

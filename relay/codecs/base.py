@@ -84,7 +84,27 @@ Inbound = Incoming | BadFrame | Raw | CloseRequest | Pong
 
 
 class ObserverCodec(Protocol):
+    """One connection's framing. Its capabilities are methods every codec has (a framing
+    without a handshake or a heartbeat of its own answers ``None``), so the transport asks
+    instead of sniffing attributes."""
+
     endpoint: str
+
+    @property
+    def connected(self) -> bool:
+        """Events may flow (Socket.IO: after a valid ``40``; plain: always)."""
+
+    def open_packet(self, upgrades: bool = False) -> bytes | None:
+        """The framing's own open packet, sent first (None: the framing has none, nor a
+        heartbeat of its own: the WebSocket ping is used and no namespace connect is
+        awaited)."""
+
+    def ping_frame(self) -> bytes | None:
+        """The framing's heartbeat ping (None: a WebSocket ping frame)."""
+
+    def session_ids(self) -> tuple[str | None, str | None]:
+        """The framing's session ids to carry over in a handoff (Engine.IO sid, Socket.IO
+        sid); ``(None, None)`` for a framing without sessions."""
 
     def costs_token(self, message: str) -> bool:
         """Whether a received text message is charged to the rate limit."""

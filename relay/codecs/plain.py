@@ -54,6 +54,16 @@ class PlainCodec:
     __slots__ = ()
 
     endpoint = "observer"
+    connected = True  # no handshake: events flow at once
+
+    def open_packet(self, upgrades: bool = False) -> bytes | None:
+        return None
+
+    def ping_frame(self) -> bytes | None:
+        return None
+
+    def session_ids(self) -> tuple[str | None, str | None]:
+        return None, None
 
     def costs_token(self, message: str) -> bool:
         return True

@@ -177,6 +177,9 @@ class SocketIOCodec:
         """Engine.IO ping; the transport times the answering ``Pong``."""
         return _PING
 
+    def session_ids(self) -> tuple[str | None, str | None]:
+        return self.sid, self.socket_sid
+
     # -- inbound --------------------------------------------------------------------
     def costs_token(self, message: str) -> bool:
         """Pong and noop are free (§2.2) so that heartbeats survive a flood."""

@@ -38,7 +38,7 @@ class ObserverConnection(ObserverFraming, WebSocketConnection):
         self._limiter = RateLimiter(settings.rate_limit_rate, settings.rate_limit_burst,
                                     settings.rate_limit_close_after, trio.current_time())
         self.connect_deadline = math.inf
-        if getattr(codec, "open_packet", None) is not None:
+        if codec.ping_frame() is not None:
             # Socket.IO: Engine.IO's own heartbeat and a deadline for the namespace connect.
             self.set_heartbeat(settings.sio_ping_interval, settings.sio_ping_timeout)
             self.connect_deadline = trio.current_time() + SIO_CONNECT_DEADLINE
@@ -87,7 +87,7 @@ class ObserverConnection(ObserverFraming, WebSocketConnection):
     def adopt(self, event: str, data: Any, ref: Any) -> None:
         """This connection arrives from another node of this host, with its first event."""
         self._first = Incoming(event, data, ref)
-        if getattr(self.codec, "connected", False):
+        if self.codec.connected:
             self.connect_deadline = math.inf
 
     async def _reader(self) -> None:
@@ -104,17 +104,18 @@ class ObserverConnection(ObserverFraming, WebSocketConnection):
 
     # -- lifetime ----------------------------------------------------------------------
     def on_open(self) -> None:
-        open_packet = getattr(self.codec, "open_packet", None)
-        if open_packet is not None and self._first is None and self.upgrading is None:
+        if self._first is None and self.upgrading is None:
             # (a handed-over or upgrading session: the client has its open packet)
-            self.push(open_packet())  # Socket.IO: the Engine.IO open packet at once
+            open_packet = self.codec.open_packet()
+            if open_packet is not None:
+                self.push(open_packet)  # Socket.IO: the Engine.IO open packet at once
 
     def heartbeat_due(self) -> float:
         return min(super().heartbeat_due(), self.connect_deadline)
 
     def heartbeat(self, now: float) -> float:
         if self.connect_deadline != math.inf:
-            if getattr(self.codec, "connected", True):
+            if self.codec.connected:
                 self.connect_deadline = math.inf
             elif now >= self.connect_deadline:
                 self.close(1008, "no upgrade within the heartbeat" if self.upgrading
@@ -123,5 +124,5 @@ class ObserverConnection(ObserverFraming, WebSocketConnection):
         return super().heartbeat(now)
 
     def ping_frame(self) -> bytes:
-        ping = getattr(self.codec, "ping_frame", None)
-        return ping() if ping is not None else super().ping_frame()
+        ping = self.codec.ping_frame()
+        return ping if ping is not None else super().ping_frame()
