@@ -20,6 +20,11 @@ from relay.ports import ClusterHost
 from .outboxes import Outboxes
 from .remote import Remotes
 
+#: How long a node waits for another node's answer to a forwarded message.
+FORWARD_TIMEOUT = 10.0
+#: How long finding (or claiming) a room's owner may take before an attach gives up.
+LOCATE_TIMEOUT = 30.0
+
 
 class SeedPool:
     """16-byte CSPRNG seeds for commands, read from the OS 4 KiB at a time.

@@ -28,17 +28,15 @@ from relay.core.hub import BINDING_EVENTS, REATTACH_EVENTS
 from relay.core.limits import COUNTED
 from relay.ports import Peer, Ref
 
-from .context import ClusterContext
+from .context import FORWARD_TIMEOUT, LOCATE_TIMEOUT, ClusterContext
 from .handoff import Handoff
 from .owner import OwnerRooms
 from .wire import Close, Forward, Frames, Gone, Message, Result, payload_text, payload_value
 
 log = logging.getLogger("relay.cluster")
 
-FORWARD_TIMEOUT = 10.0
 FORWARD_WINDOW = 16  # a forwarded connection waits for its owner every this many commands
 WATCH_INTERVAL = 1.0
-LOCATE_TIMEOUT = 30.0  # an attach waits this long at most for its room's owner
 RETRY_PAUSE = 0.25
 
 

@@ -33,7 +33,7 @@ from relay.core.ids import SeededEntropy
 from relay.core.steps_import import ImportFailure
 from relay.ports import Peer, Ref
 
-from .context import ClusterContext
+from .context import LOCATE_TIMEOUT, ClusterContext
 from .rebuild import replay_entries
 from .snapshot import decode_room, encode_room
 from .wire import (
@@ -51,7 +51,6 @@ log = logging.getLogger("relay.cluster")
 
 LEASE_MS = 6000
 SNAPSHOT_EVERY = 500
-LOCATE_TIMEOUT = 30.0
 RECOVER_DEADLINE = 10.0
 GONE_FOR = 60.0  # a removed room answers as removed here while other nodes may route to us
 

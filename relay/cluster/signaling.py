@@ -19,12 +19,11 @@ from relay.backplane.redis import BackplaneUnavailable
 from relay.codecs.wsframe import text_frame
 from relay.core.outgoing import encode_json
 
-from .context import ClusterContext
+from .context import FORWARD_TIMEOUT, ClusterContext
 from .wire import Frames, WsForward, WsGone, WsResult
 
 log = logging.getLogger("relay.cluster")
 
-FORWARD_TIMEOUT = 10.0
 
 
 def join_target(text: str | None) -> str | None:

@@ -39,7 +39,7 @@ __all__ = [
 MAX_REQUEST_HEAD = 16 * 1024
 #: Seconds a peer has to complete its request head (§2.1).
 HANDSHAKE_TIMEOUT = 10.0
-_READ_SIZE = 65536
+READ_SIZE = 65536
 _BAD_REQUEST = b'{"error":"bad request"}'
 _BAD_HANDSHAKE = b'{"error":"bad_websocket_handshake"}'
 _BAD_VERSION = b'{"error":"unsupported_websocket_version"}'
@@ -164,7 +164,7 @@ async def _read_head(stream: trio.abc.Stream) -> Request | None:
             raise Refused from None
         if event is h11.NEED_DATA:
             try:
-                data = await stream.receive_some(_READ_SIZE)
+                data = await stream.receive_some(READ_SIZE)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 return None
             if not data:
@@ -220,9 +220,9 @@ def _split_target(target: str) -> tuple[str, str]:
     return parts.path, parts.query
 
 
-_REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
-            413: "Payload Too Large", 426: "Upgrade Required", 429: "Too Many Requests",
-            503: "Service Unavailable"}
+REASONS = {101: "Switching Protocols", 200: "OK", 204: "No Content", 400: "Bad Request",
+           403: "Forbidden", 404: "Not Found", 413: "Payload Too Large",
+           426: "Upgrade Required", 429: "Too Many Requests", 503: "Service Unavailable"}
 
 
 async def _send_raw(stream: trio.abc.Stream, status: int, body: bytes,
@@ -230,7 +230,7 @@ async def _send_raw(stream: trio.abc.Stream, status: int, body: bytes,
                     headers: Sequence[tuple[str, str]] = ()) -> None:
     extra = "".join(f"{name}: {value}\r\n" for name, value in headers)
     start = (
-        f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\n"
+        f"HTTP/1.1 {status} {REASONS.get(status, '')}\r\n"
         f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n{extra}"
         "Cache-Control: no-store\r\nConnection: close\r\n\r\n"
     ).encode("latin-1")

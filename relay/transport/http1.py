@@ -18,15 +18,18 @@ from collections.abc import Sequence
 import h11
 import trio
 
-from .http import HANDSHAKE_TIMEOUT, MAX_REQUEST_HEAD, Refused, Request, request_of
+from .http import (
+    HANDSHAKE_TIMEOUT,
+    MAX_REQUEST_HEAD,
+    READ_SIZE,
+    REASONS,
+    Refused,
+    Request,
+    request_of,
+)
 
 KEEPALIVE_IDLE = 60.0  # seconds a kept-alive connection may wait for its next request
 BODY_TIMEOUT = 10.0
-_READ_SIZE = 65536
-
-_REASONS = {101: "Switching Protocols", 200: "OK", 204: "No Content", 400: "Bad Request",
-            403: "Forbidden", 404: "Not Found", 413: "Payload Too Large",
-            426: "Upgrade Required", 429: "Too Many Requests", 503: "Service Unavailable"}
 
 
 class BodyTooLarge(Exception):
@@ -81,7 +84,7 @@ class HttpConnection:
 
     async def _read(self) -> bytes:
         try:
-            return bytes(await self.stream.receive_some(_READ_SIZE))
+            return bytes(await self.stream.receive_some(READ_SIZE))
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             return b""
 
@@ -127,7 +130,7 @@ class HttpConnection:
             fields.append(("Connection", "close"))
         try:
             data = h.send(h11.Response(status_code=status, headers=fields,
-                                       reason=_REASONS.get(status, "").encode()))
+                                       reason=REASONS.get(status, "").encode()))
             if body and not head:
                 data += h.send(h11.Data(data=body))
             data += h.send(h11.EndOfMessage())
@@ -182,7 +185,7 @@ class HttpConnection:
 def _fallback(status: int, headers: Sequence[tuple[str, str]], body: bytes, *,
               length: bool = True) -> bytes:
     """A response h11 will not write in its state (e.g. a 400 after a broken request)."""
-    lines = [f"HTTP/1.1 {status} {_REASONS.get(status, '')}"]
+    lines = [f"HTTP/1.1 {status} {REASONS.get(status, '')}"]
     lines += [f"{name}: {value}" for name, value in headers if length or
               name.lower() != "content-length"]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body

@@ -16,9 +16,7 @@ from relay.ports import ConnectionHost
 from .connection import WebSocketConnection
 from .framing import ObserverFraming
 from .ratelimit import RateLimiter
-from .settings import TransportSettings
-
-SIO_CONNECT_DEADLINE = 45.0
+from .settings import SIO_CONNECT_DEADLINE, TransportSettings
 
 
 class ObserverConnection(ObserverFraming, WebSocketConnection):

@@ -28,9 +28,8 @@ from relay.ports import ConnectionHost
 from .framing import ObserverFraming
 from .heartbeat import first_ping_delay
 from .ratelimit import RateLimiter
-from .settings import TransportSettings
+from .settings import SIO_CONNECT_DEADLINE, TransportSettings
 
-SIO_CONNECT_DEADLINE = 45.0
 CLOSE_GRACE = 5.0  # how long the last packets (the 41 of §2.5) wait for a GET to fetch them
 SEPARATOR = b"\x1e"
 NOOP = b"6"

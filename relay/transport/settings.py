@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+#: A Socket.IO session must send its namespace connect (``40``) within this (§3.1); a
+#: WebSocket and a long-polling session alike.
+SIO_CONNECT_DEADLINE = 45.0
+
 
 @dataclass(frozen=True, slots=True)
 class TransportSettings:
