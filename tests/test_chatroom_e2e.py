@@ -401,11 +401,6 @@ async def test_no_secret_every_space_is_open(relay: Relay) -> None:
     assert hello == {"id": 1, "space": "y" * 64}
 
 
-@pytest.mark.xfail(strict=True, reason="check-then-act: SpaceShell.refusal (server/spaces.py:88) "
-                   "counts spaces at the upgrade, but a space is only created when the "
-                   "connection's connect is applied (opened(), on_open, after http.switch() "
-                   "awaited the 101, listen.py:192), so concurrent upgrades to new spaces all "
-                   "pass the check (20 of 20 with a limit of 2)")
 async def test_max_spaces_is_not_exceeded_by_concurrent_upgrades(
         start_relay: StartRelay) -> None:
     """§9.1/§9.7: at most ``OBSERVER_CHATROOM_MAX_SPACES`` spaces, however upgrades interleave.
@@ -460,9 +455,6 @@ async def test_origin_applies(start_relay: StartRelay) -> None:
     assert (await upgrade(port, "/")).status == 101  # no Origin: not a browser
 
 
-@pytest.mark.xfail(strict=True, reason="the ChatRoom upgrade sets the observer device cookie, "
-                   "which §4.6 issues only on /socket.io/ and /observer (listen.py:186: every "
-                   "path but /ws gets it)")
 async def test_no_device_cookie_on_chatroom_upgrades(relay: Relay) -> None:
     for path in ("/", "/chatroom", "/chatroom/?space=x"):
         answer = await upgrade(relay.server.relay_port, path)

@@ -178,26 +178,37 @@ class Listener:
             shape = "full" if params.get("v") == "2" else "seed"
         cap = node.config.max_connections_per_ip
         if cap and self.per_ip.get(ip, 0) >= cap and session is None:
+            if space is not None:
+                node.spaces.release(space)
             await http.respond(429, [JSON], b'{"error":"too_many_connections"}', close=True)
             return
         fields = [("Upgrade", "websocket"), ("Connection", "Upgrade"),
                   ("Sec-WebSocket-Accept", accept_key(key))]
         device = None
-        if path not in WS_PATHS and session is None and node.config.device_cookie:
+        if (path not in WS_PATHS and not chatroom and session is None
+                and node.config.device_cookie):  # (§4.6: /socket.io/ and /observer only)
             cookie = device_cookie(request.headers)
             if cookie is None:
                 cookie = new_device_cookie()
                 fields.append(set_cookie(cookie, request.https))
             device = device_id(cookie)
+        if chatroom:
+            assert space is not None and shape is not None
+            try:  # (the space is reserved from its refusal check until the connection ends)
+                trailing = await http.switch(fields)
+                if trailing is not None:
+                    chat = ChatroomConnection(node, node.settings, http.stream, ip, trailing,
+                                              space, shape)
+                    del request, http
+                    await self.serve(chat)
+            finally:
+                node.spaces.release(space)
+            return
         trailing = await http.switch(fields)
         if trailing is None:
             return
         conn: WebSocketConnection
-        if chatroom:
-            assert space is not None and shape is not None
-            conn = ChatroomConnection(node, node.settings, http.stream, ip, trailing, space,
-                                      shape)
-        elif path in WS_PATHS:
+        if path in WS_PATHS:
             signaling = SignalingConnection(node, node.settings, http.stream, ip, trailing,
                                             node.signaling.connect(ip))
             node.signaling_conns[signaling.signaling_id] = signaling

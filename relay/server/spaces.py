@@ -60,6 +60,11 @@ class SpaceShell:
         self.settings = settings
         self.spaces: dict[str, SpaceRuntime] = {}
         self.waiting: dict[int, Any] = {}  # this node's connections whose connect is issued
+        #: Spaces named by this node's upgrades and connections, from the upgrade's check
+        #: until the connection ends: a space counts toward the limit from the moment an
+        #: upgrade to it is accepted, not only once its connect is applied (20 upgrades to
+        #: new spaces in the same instant must not all pass the check).
+        self.reserved: dict[str, int] = {}
         self._nursery: trio.Nursery | None = None
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -80,14 +85,27 @@ class SpaceShell:
 
     # -- the upgrade ----------------------------------------------------------------------
     def refusal(self, space: str | None, key: str | None) -> tuple[int, bytes] | None:
-        """§9.1's refusals, in order: invalid space, wrong key, too many spaces."""
+        """§9.1's refusals, in order: invalid space, wrong key, too many spaces. When the
+        upgrade may go ahead (None), ``space`` is reserved until ``release(space)``."""
         if space is None:
             return 400, b'{"error":"invalid_space"}'
         if not check_space_key(self.node.config.chatroom_secret, space, key):
             return 403, b'{"error":"forbidden"}'
-        if space not in self.spaces and len(self.spaces) >= self.settings.max_spaces:
-            return 503, b'{"error":"too_many_spaces"}'
+        if space not in self.spaces and space not in self.reserved:
+            names = len(self.spaces) + sum(1 for name in self.reserved
+                                           if name not in self.spaces)
+            if names >= self.settings.max_spaces:
+                return 503, b'{"error":"too_many_spaces"}'
+        self.reserved[space] = self.reserved.get(space, 0) + 1
         return None
+
+    def release(self, space: str) -> None:
+        """The upgrade or connection that ``refusal`` let through has ended."""
+        left = self.reserved.get(space, 0) - 1
+        if left > 0:
+            self.reserved[space] = left
+        else:
+            self.reserved.pop(space, None)
 
     # -- this node's connections ---------------------------------------------------------------
     def opened(self, conn: Any) -> None:
