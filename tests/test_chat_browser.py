@@ -160,6 +160,8 @@ def browse(origin: str, relay_url: str, users: Any) -> dict[str, Any]:
                 seen["logs"][name] = page.evaluate("window.__log")
                 seen["messages"][name] = page.evaluate(texts("#messages li"))
 
+            if os.environ.get("CHAT_BROWSER_SCREENSHOT"):
+                ann.screenshot(path=os.environ["CHAT_BROWSER_SCREENSHOT"])
             # Cid closes its tab: the others' lists drop Cid, and the group goes on without.
             cid.close()
             for page in (ann, ben):
@@ -174,6 +176,21 @@ def browse(origin: str, relay_url: str, users: Any) -> dict[str, Any]:
                 seen["messages"][name] = pages[name].evaluate(texts("#messages li"))
                 seen.setdefault("people", {})[name] = pages[name].evaluate(texts("#people li"))
             seen["users_after_close"] = trio.from_thread.run_sync(users)
+
+            # Ben reloads the page (the old session's end logs Ben out) and logs in again
+            # under the same name: a new id, which Ann's list shows.
+            ben.reload()
+            ben.wait_for_function("() => window.__log.some((e) => 'connect' in e)",
+                                  timeout=WAIT_MS)
+            ben.fill("#name", "Ben")
+            ben.click("#login")
+            ben.wait_for_function("() => chatState.me !== null", timeout=WAIT_MS)
+            seen["ben_again"] = ben.evaluate("chatState.me")
+            ann.wait_for_function(
+                "(id) => document.querySelector(`#people li[data-id='${id}']`) !== null",
+                arg=seen["ben_again"], timeout=WAIT_MS)
+            seen["reloaded_log"] = ben.evaluate("window.__log")
+            seen["ann_people_after_reload"] = ann.evaluate(texts("#people li"))
         finally:
             browser.close()
     return seen
@@ -236,3 +253,8 @@ async def test_three_browsers_chat(relay: Relay, sio_client_module: Path,  # noq
             "groupid": gid, "member": {ids["Ann"]: "Ann", ids["Ben"]: "Ben"}}
     assert seen["people"] == {"Ann": ["Ben"], "Ben": ["Ann"]}
     assert seen["users_after_close"] == 2  # Cid's tab is gone, so is Cid
+    # The reloaded page got in again as Ben, with a new id; Ann sees one Ben.
+    assert events(seen["reloaded_log"], "login-response") == [
+        {"username": "Ben", "result": "success", "userid": seen["ben_again"]}]
+    assert seen["ben_again"] != ids["Ben"]
+    assert seen["ann_people_after_reload"] == ["Ben"]
