@@ -14,28 +14,10 @@ from typing import Any
 import trio
 import trio.testing
 
-from tests.support import Client, Relay, StartRelay
+from tests.support import Client, Relay, StartRelay, classroom_joined, nothing_before_sentinel
 
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{22}$")
 STEP = {"name": "1", "content": "Write a loop", "language": "python", "type": "exercise"}
-
-
-async def silent_all(*clients: Client) -> None:
-    """Every client receives nothing for 0.2 s (checked concurrently)."""
-    async with trio.open_nursery() as nursery:
-        for c in clients:
-            nursery.start_soon(c.silent)
-
-
-async def classroom(relay: Relay, *names: str) -> tuple[Client, dict[str, Any],
-                                                         list[tuple[Client, dict[str, Any]]]]:
-    """A host plus students; the host's join updates are drained."""
-    host, room = await relay.host()
-    students = []
-    for name in names:
-        students.append(await relay.student(room["room_id"], name))
-        await host.expect("room/update")
-    return host, room, students
 
 
 async def publish(host: Client, students: list[Client], steps: list[dict[str, str]]) -> None:
@@ -46,18 +28,18 @@ async def publish(host: Client, students: list[Client], steps: list[dict[str, st
 
 # -- 1. authentication on reconnect -------------------------------------------------------
 async def test_rehost_without_token_is_bad_token(relay: Relay) -> None:
-    host, room, [(student, _)] = await classroom(relay, "Ann")
+    host, room, [(student, _)] = await classroom_joined(relay, "Ann")
     thief = await relay.client()
     await thief.fail("room/rehost", {"room_id": room["room_id"], "user_id": 1}, "bad_token")
     await thief.fail("room/rehost", {"room_id": room["room_id"], "user_id": 1, "token": None},
                      "bad_token")
     # The real host was not replaced and nobody heard about the attempt.
-    await silent_all(host, student)
+    await nothing_before_sentinel(host, student)
     await host.ok("steps/table", {})
 
 
 async def test_rehost_with_wrong_token_is_bad_token(relay: Relay) -> None:
-    host, room, [(student, joined)] = await classroom(relay, "Ann")
+    host, room, [(student, joined)] = await classroom_joined(relay, "Ann")
     thief = await relay.client()
     token = room["token"]
     wrong_tokens: list[Any] = [
@@ -68,7 +50,7 @@ async def test_rehost_with_wrong_token_is_bad_token(relay: Relay) -> None:
         code = "bad_token" if isinstance(token, str) else "invalid_payload"
         await thief.fail("room/rehost", {"room_id": room["room_id"], "user_id": 1,
                                          "token": token}, code)
-    await silent_all(host, student)
+    await nothing_before_sentinel(host, student)
     # The right token still works afterwards (it replaces the old connection with 4003).
     thief.last_seq = host.last_seq
     frames = await thief.ok("room/rehost", {"room_id": room["room_id"], "user_id": 1,
@@ -78,40 +60,40 @@ async def test_rehost_with_wrong_token_is_bad_token(relay: Relay) -> None:
 
 
 async def test_rejoin_without_or_with_wrong_token(relay: Relay) -> None:
-    host, room, [(student, joined)] = await classroom(relay, "Ann")
+    host, room, [(student, joined)] = await classroom_joined(relay, "Ann")
     thief = await relay.client()
     base = {"room_id": room["room_id"], "user_id": joined["user_id"]}
     await thief.fail("room/rejoin", base, "bad_token")
     await thief.fail("room/rejoin", {**base, "token": room["token"]}, "bad_token")
     await thief.fail("room/rejoin", {**base, "token": "x" * 22}, "bad_token")
-    await silent_all(host, student)
+    await nothing_before_sentinel(host, student)
     await student.ok("signal", {"value": "HELP"})
     assert (await host.expect("signal"))["data"] == {"user_id": joined["user_id"],
                                                      "value": "HELP"}
 
 
 async def test_rejoin_as_the_host_is_forbidden(relay: Relay) -> None:
-    host, room, [(student, _)] = await classroom(relay, "Ann")
+    host, room, [(student, _)] = await classroom_joined(relay, "Ann")
     thief = await relay.client()
     await thief.fail("room/rejoin", {"room_id": room["room_id"], "user_id": 1,
                                      "token": room["token"]}, "forbidden")
-    await silent_all(host, student)
+    await nothing_before_sentinel(host, student)
     await host.ok("steps/table", {})
 
 
 async def test_rehost_naming_a_student_is_forbidden(relay: Relay) -> None:
-    host, room, [(student, joined)] = await classroom(relay, "Ann")
+    host, room, [(student, joined)] = await classroom_joined(relay, "Ann")
     thief = await relay.client()
     await thief.fail("room/rehost", {"room_id": room["room_id"], "user_id": joined["user_id"],
                                      "token": joined["token"]}, "forbidden")
-    await silent_all(host, student)
+    await nothing_before_sentinel(host, student)
     # The thief is still unbound: host-only events are not_in_room, not accepted.
     await thief.fail("steps/table", {}, "not_in_room")
 
 
 async def test_token_is_checked_before_role(relay: Relay) -> None:
     """§4.3: user → token → role, so a wrong token never reveals the role."""
-    host, room, [(ann, joined)] = await classroom(relay, "Ann")
+    host, room, [(ann, joined)] = await classroom_joined(relay, "Ann")
     thief = await relay.client()
     rid = room["room_id"]
     await thief.fail("room/rehost", {"room_id": rid, "user_id": joined["user_id"],
@@ -120,11 +102,11 @@ async def test_token_is_checked_before_role(relay: Relay) -> None:
     await thief.fail("room/rejoin", {"room_id": rid, "user_id": 1, "token": "x" * 22},
                      "bad_token")
     await thief.fail("room/rejoin", {"room_id": rid, "user_id": 1}, "bad_token")
-    await silent_all(host, ann)
+    await nothing_before_sentinel(host, ann)
 
 
 async def test_join_checks_room_before_name_rules(relay: Relay) -> None:
-    _, room, _ = await classroom(relay)
+    _, room, _ = await classroom_joined(relay)
     missing = 10_000_000 if room["room_id"] != 10_000_000 else 10_000_001
     c = await relay.client()
     await c.fail("room/join", {"room_id": missing, "name": ""}, "room_not_found")
@@ -137,7 +119,7 @@ async def test_join_checks_room_before_name_rules(relay: Relay) -> None:
 
 
 async def test_reattach_to_unknown_user_or_room(relay: Relay) -> None:
-    _, room, _ = await classroom(relay, "Ann")
+    _, room, _ = await classroom_joined(relay, "Ann")
     thief = await relay.client()
     await thief.fail("room/rejoin", {"room_id": room["room_id"], "user_id": 99,
                                      "token": room["token"]}, "user_not_found")
@@ -152,8 +134,8 @@ async def test_reattach_to_unknown_user_or_room(relay: Relay) -> None:
 
 # -- 3. cross-room injection through room_id ------------------------------------------------
 async def test_room_id_of_another_room_is_forbidden(relay: Relay) -> None:
-    host_a, room_a, [(ann, ann_j)] = await classroom(relay, "Ann")
-    host_b, room_b, [(bob, bob_j)] = await classroom(relay, "Bob")
+    host_a, room_a, [(ann, ann_j)] = await classroom_joined(relay, "Ann")
+    host_b, room_b, [(bob, bob_j)] = await classroom_joined(relay, "Bob")
     a, b = room_a["room_id"], room_b["room_id"]
     await host_a.ok("sharing/start", {"user_id": ann_j["user_id"]})
     await ann.expect("sharing/start")
@@ -180,28 +162,28 @@ async def test_room_id_of_another_room_is_forbidden(relay: Relay) -> None:
     ]
     for sender, event, data in attacks:
         await sender.fail(event, data, "forbidden")
-    await silent_all(host_a, host_b, ann, bob)
+    await nothing_before_sentinel(host_a, host_b, ann, bob)
     # Nothing changed: both rooms still work, and the own room id is accepted.
     await ann.ok("message/to_mentor", {"content": "mine", "room_id": a})
     msg = await host_a.expect("message/to_mentor")
     assert msg["data"]["content"] == "mine" and msg["data"]["sender"] == ann_j["user_id"]
     await bob.ok("message/to_mentor", {"content": "b"})
     assert (await host_b.expect("message/to_mentor"))["data"]["content"] == "b"
-    await silent_all(host_b, host_a)
+    await nothing_before_sentinel(host_b, host_a)
 
 
 async def test_non_integer_room_id_is_invalid_payload(relay: Relay) -> None:
-    host, room, [(ann, _)] = await classroom(relay, "Ann")
+    host, room, [(ann, _)] = await classroom_joined(relay, "Ann")
     rid = room["room_id"]
     for bad in [str(rid), True, False, float(rid), 1.5, [rid], {"id": rid}]:
         await ann.fail("message/to_mentor", {"content": "x", "room_id": bad}, "invalid_payload")
         await host.fail("message/to_all", {"content": "x", "room_id": bad}, "invalid_payload")
         await host.fail("steps/table", {"room_id": bad}, "invalid_payload")
-    await silent_all(host, ann)
+    await nothing_before_sentinel(host, ann)
 
 
 async def test_non_integer_room_id_on_join(relay: Relay) -> None:
-    _, room, _ = await classroom(relay)
+    _, room, _ = await classroom_joined(relay)
     c = await relay.client()
     for bad in (str(room["room_id"]), True, float(room["room_id"]), None):
         await c.fail("room/join", {"room_id": bad, "name": "Ann"}, "invalid_payload")
@@ -210,13 +192,13 @@ async def test_non_integer_room_id_on_join(relay: Relay) -> None:
 
 # -- 4. self-grading -----------------------------------------------------------------------
 async def test_student_cannot_self_accept(relay: Relay) -> None:
-    host, _, [(ann, ann_j), (bob, _)] = await classroom(relay, "Ann", "Bob")
+    host, _, [(ann, ann_j), (bob, _)] = await classroom_joined(relay, "Ann", "Bob")
     steps = [STEP, {**STEP, "name": "2"}]
     await publish(host, [ann, bob], steps)
     await ann.fail("steps/status/to_mentor", {"1": "ACCEPTED"}, "forbidden")
     # All or nothing: a valid entry next to the forbidden one is not stored either.
     await ann.fail("steps/status/to_mentor", {"2": "DONE", "1": "ACCEPTED"}, "forbidden")
-    await silent_all(host, bob)
+    await nothing_before_sentinel(host, bob)
     frames = await host.ok("steps/table", {})
     assert frames[0]["data"][0]["steps"] == {}
     # After the teacher accepts, ACCEPTED may be repeated and cannot be downgraded.
@@ -226,7 +208,7 @@ async def test_student_cannot_self_accept(relay: Relay) -> None:
     await ann.expect("steps/status/to_client")
     await ann.ok("steps/status/to_mentor", {"1": "ACCEPTED"})
     await ann.ok("steps/status/to_mentor", {"1": "NONE"})
-    await host.silent()
+    await host.nothing_before_sentinel()
     await ann.fail("steps/status/to_mentor", {"2": "ACCEPTED"}, "forbidden")
     await ann.ok("steps/status/to_mentor", {"2": "DONE"})
     fwd = await host.expect("steps/status/to_mentor")
@@ -236,18 +218,18 @@ async def test_student_cannot_self_accept(relay: Relay) -> None:
 async def test_status_map_room_id_is_a_step_name(relay: Relay) -> None:
     """steps/status/to_mentor is a pure map: room_id is just an unpublished step name,
     ignored like any other (v2, §6.5): no room check, nothing stored or forwarded."""
-    host, room, [(ann, _)] = await classroom(relay, "Ann")
+    host, room, [(ann, _)] = await classroom_joined(relay, "Ann")
     await publish(host, [ann], [STEP])
     assert await ann.ok("steps/status/to_mentor", {"room_id": room["room_id"] + 1}) == []
     assert await ann.ok("steps/status/to_mentor", {"room_id": "x"}) == []
-    await host.silent()
+    await host.nothing_before_sentinel()
     frames = await host.ok("steps/table", {})
     assert frames[0]["data"][0]["steps"] == {}
 
 
 # -- 3. code injection from a non-sharer -------------------------------------------------
 async def test_code_from_non_sharer_is_not_sharing(relay: Relay) -> None:
-    host, _, [(ann, ann_j), (bob, _)] = await classroom(relay, "Ann", "Bob")
+    host, _, [(ann, ann_j), (bob, _)] = await classroom_joined(relay, "Ann", "Bob")
     files = [{"filename": "a.py", "status": "CREATED", "content": "x"}]
     await ann.fail("sharing/code_send", {"files": files}, "not_sharing")
     await ann.fail("sharing/code_update", {"files": files}, "not_sharing")
@@ -255,13 +237,13 @@ async def test_code_from_non_sharer_is_not_sharing(relay: Relay) -> None:
     await ann.expect("sharing/start")
     await bob.fail("sharing/code_send", {"files": files}, "not_sharing")
     await bob.fail("sharing/code_update", {"files": files}, "not_sharing")
-    await silent_all(host, ann)
+    await nothing_before_sentinel(host, ann)
     await ann.ok("sharing/code_send", {"files": files})
     assert (await host.expect("sharing/code_send"))["data"]["user_id"] == ann_j["user_id"]
     await host.ok("sharing/end", {"user_id": ann_j["user_id"]})
     await ann.expect("sharing/end")
     await ann.fail("sharing/code_update", {"files": files}, "not_sharing")
-    await host.silent()
+    await host.nothing_before_sentinel()
 
 
 # -- 3. role checks (and their place in the check order) ------------------------------------
@@ -285,45 +267,45 @@ STUDENT_ONLY = [
 
 
 async def test_host_only_events_from_a_student(relay: Relay) -> None:
-    host, _room, [(ann, _), (bob, _)] = await classroom(relay, "Ann", "Bob")
+    host, _room, [(ann, _), (bob, _)] = await classroom_joined(relay, "Ann", "Bob")
     for event, data in HOST_ONLY:
         await ann.fail(event, data, "not_host")
         # Role comes before payload and room_id checks (§0.1).
         await ann.fail(event, "garbage", "not_host")
         await ann.fail(event, {"room_id": "x"}, "not_host")
-    await silent_all(host, bob)
+    await nothing_before_sentinel(host, bob)
     frames = await host.ok("steps/table", {})
     assert [s["name"] for s in frames[0]["data"]] == ["Ann", "Bob"]
 
 
 async def test_student_only_events_from_the_host(relay: Relay) -> None:
-    host, _room, [(ann, _)] = await classroom(relay, "Ann")
+    host, _room, [(ann, _)] = await classroom_joined(relay, "Ann")
     for event, data in STUDENT_ONLY:
         await host.fail(event, data, "not_student")
         await host.fail(event, 17, "not_student")
-    await silent_all(ann, host)
+    await nothing_before_sentinel(ann, host)
 
 
 async def test_student_to_student_webrtc_is_forbidden(relay: Relay) -> None:
-    host, _, [(ann, _), (bob, bob_j)] = await classroom(relay, "Ann", "Bob")
+    host, _, [(ann, _), (bob, bob_j)] = await classroom_joined(relay, "Ann", "Bob")
     await ann.fail("rtc/offer", {"sdp": "v=0", "user_id": bob_j["user_id"]}, "forbidden")
     await ann.fail("rtc/ice", {"candidate": "c", "user_id": bob_j["user_id"]}, "forbidden")
     await ann.fail("rtc/request", {"user_id": bob_j["user_id"]}, "forbidden")
-    await silent_all(bob, host)
+    await nothing_before_sentinel(bob, host)
 
 
 async def test_own_user_id_only(relay: Relay) -> None:
-    host, _, [(ann, _), (bob, bob_j)] = await classroom(relay, "Ann", "Bob")
+    host, _, [(ann, _), (bob, bob_j)] = await classroom_joined(relay, "Ann", "Bob")
     await ann.fail("signal", {"value": "HELP", "user_id": bob_j["user_id"]}, "forbidden")
     await ann.fail("error/from_client", {"content": "x", "user_id": bob_j["user_id"]},
                    "forbidden")
     await ann.fail("signal", {"value": "HELP", "user_id": 1}, "forbidden")
-    await silent_all(host, bob)
+    await nothing_before_sentinel(host, bob)
 
 
 # -- 5. information leaks --------------------------------------------------------------
 async def test_errors_reach_only_the_offender(relay: Relay) -> None:
-    host, _room, [(ann, _), (bob, _)] = await classroom(relay, "Ann", "Bob")
+    host, _room, [(ann, _), (bob, _)] = await classroom_joined(relay, "Ann", "Bob")
     outsider = await relay.client()
     await ann.send_raw("{not json")
     assert (await ann.expect("error"))["data"]["code"] == "bad_json"
@@ -337,20 +319,20 @@ async def test_errors_reach_only_the_offender(relay: Relay) -> None:
     assert (await host.expect("error"))["data"]["code"] == "user_not_found"
     await outsider.send("message/to_mentor", {"content": "x"})
     assert (await outsider.expect("error"))["data"]["code"] == "not_in_room"
-    await silent_all(host, ann, bob, outsider)
+    await nothing_before_sentinel(host, ann, bob, outsider)
 
 
 async def test_client_error_report_goes_to_host_only(relay: Relay) -> None:
-    host, _, [(ann, ann_j), (bob, _)] = await classroom(relay, "Ann", "Bob")
+    host, _, [(ann, ann_j), (bob, _)] = await classroom_joined(relay, "Ann", "Bob")
     await ann.ok("error/from_client", {"content": "Traceback: secret", "path": "a.py"})
     log = await host.expect("log")
     assert log["data"] == {"message": f"Error from Ann (user {ann_j['user_id']})\n"
                                       "Traceback: secret\nPath: a.py"}
-    await silent_all(bob, ann)
+    await nothing_before_sentinel(bob, ann)
 
 
 async def test_removed_seed_events_are_unknown(relay: Relay) -> None:
-    host, _, [(ann, _)] = await classroom(relay, "Ann")
+    host, _, [(ann, _)] = await classroom_joined(relay, "Ann")
     for c in (host, ann):
         for event in ("room/log", "solution/ai", "ping"):
             await c.fail(event, {}, "unknown_event")
@@ -381,7 +363,7 @@ async def test_casefolded_duplicate_names(relay: Relay) -> None:
         frames = await c.call("room/join", {"room_id": room["room_id"], "name": second})
         assert [f["event"] for f in frames] == ["alerts", "error", "ack"], (first, second)
         assert frames[1]["data"]["code"] == "name_taken"
-    await host.silent()
+    await host.nothing_before_sentinel()
 
 
 async def test_host_name_counts(relay: Relay) -> None:
@@ -394,11 +376,11 @@ async def test_host_name_counts(relay: Relay) -> None:
         else:
             host, room = await relay.host(host_name)
         await c.fail("room/join", {"room_id": room["room_id"], "name": student}, "name_taken")
-    await host.silent()
+    await host.nothing_before_sentinel()
 
 
 async def test_freed_name_after_leave(relay: Relay) -> None:
-    host, room, [(ann, _)] = await classroom(relay, "Straße")
+    host, room, [(ann, _)] = await classroom_joined(relay, "Straße")
     await ann.ok("room/leave", {})
     await host.expect("room/update")
     await relay.student(room["room_id"], "STRASSE")
@@ -433,7 +415,7 @@ async def test_guessing_room_ids_is_rate_limited(start_relay: StartRelay) -> Non
     await other.fail("room/join", {"room_id": rid, "name": ""}, "rate_limited")
     # room/create is not limited, and the host was not disturbed.
     await (await relay.client()).ok("room/create", {})
-    await host.silent()
+    await host.nothing_before_sentinel()
 
 
 async def test_rate_limited_join_failures_are_not_counted(
@@ -467,7 +449,7 @@ async def test_rate_limited_join_failures_are_not_counted(
 
 # -- legacy tokenless mode (§4.4) ------------------------------------------------------------
 async def test_tokens_required_by_default(relay: Relay) -> None:
-    host, room, [(ann, joined)] = await classroom(relay, "Ann")
+    host, room, [(ann, joined)] = await classroom_joined(relay, "Ann")
     await ann.aclose()
     await host.expect("room/update")
     c = await relay.client()
@@ -476,12 +458,12 @@ async def test_tokens_required_by_default(relay: Relay) -> None:
     await c.fail("room/rehost", {"room_id": room["room_id"], "user_id": 1}, "bad_token")
     # Without the legacy mode a join with an offline student's name is name_taken.
     await c.fail("room/join", {"room_id": room["room_id"], "name": "ANN"}, "name_taken")
-    await host.silent()
+    await host.nothing_before_sentinel()
 
 
 async def test_legacy_rehost_and_rejoin_without_token(start_relay: StartRelay) -> None:
     relay = await start_relay(legacy_tokenless=True)
-    host, room, [(ann, joined)] = await classroom(relay, "Ann")
+    host, room, [(ann, joined)] = await classroom_joined(relay, "Ann")
     rid = room["room_id"]
     await ann.aclose()
     await host.expect("room/update")
@@ -507,7 +489,7 @@ async def test_legacy_rehost_and_rejoin_without_token(start_relay: StartRelay) -
 
 async def test_legacy_join_reattaches_offline_student(start_relay: StartRelay) -> None:
     relay = await start_relay(legacy_tokenless=True)
-    host, room, [(ann, joined), (bob, _)] = await classroom(relay, "Ann", "Bob")
+    host, room, [(ann, joined), (bob, _)] = await classroom_joined(relay, "Ann", "Bob")
     rid = room["room_id"]
     await host.ok("message/to_client", {"user_id": joined["user_id"], "content": "kept"})
     await ann.expect("message/to_client")
@@ -533,15 +515,15 @@ async def test_legacy_join_reattaches_offline_student(start_relay: StartRelay) -
     await host.aclose()
     await bob.expect("message")
     await thief.fail("room/join", {"room_id": rid, "name": "Teacher"}, "name_taken")
-    await bob.silent()
+    await bob.nothing_before_sentinel()
 
 
 async def test_legacy_join_reattach_name_taken_when_online(start_relay: StartRelay) -> None:
     relay = await start_relay(legacy_tokenless=True)
-    host, room, [(ann, _)] = await classroom(relay, "Ann")
+    host, room, [(ann, _)] = await classroom_joined(relay, "Ann")
     c = await relay.client()
     await c.fail("room/join", {"room_id": room["room_id"], "name": "ANN"}, "name_taken")
-    await silent_all(ann, host)
+    await nothing_before_sentinel(ann, host)
 
 
 # -- identifiers --------------------------------------------------------------------------
@@ -567,7 +549,7 @@ async def test_tokens_and_ids_format(relay: Relay) -> None:
 
 
 async def test_user_ids_never_reused(relay: Relay) -> None:
-    host, room, [(_ann, a), (bob, b)] = await classroom(relay, "Ann", "Bob")
+    host, room, [(_ann, a), (bob, b)] = await classroom_joined(relay, "Ann", "Bob")
     assert (a["user_id"], b["user_id"]) == (2, 3)
     await bob.ok("room/leave", {})
     await host.expect("room/update")
@@ -582,8 +564,8 @@ async def test_user_ids_never_reused(relay: Relay) -> None:
 
 # -- 3. acting on another room's users by id ------------------------------------------------
 async def test_foreign_user_ids_are_user_not_found(relay: Relay) -> None:
-    host_a, _, [(ann, _)] = await classroom(relay, "Ann")
-    host_b, _, [(bo, _), (cy, cy_j)] = await classroom(relay, "Bo", "Cy")
+    host_a, _, [(ann, _)] = await classroom_joined(relay, "Ann")
+    host_b, _, [(bo, _), (cy, cy_j)] = await classroom_joined(relay, "Bo", "Cy")
     foreign = cy_j["user_id"]  # 3: exists in room B only
     assert foreign == 3
     for event, data in [
@@ -604,7 +586,7 @@ async def test_foreign_user_ids_are_user_not_found(relay: Relay) -> None:
     for event, data in [("message/to_client", {"user_id": 2, "content": "x"}),
                         ("sharing/start", {"user_id": 2}), ("message/user", {"user_id": 2})]:
         await host_b.fail(event, data, "user_not_found")
-    await silent_all(host_a, ann, host_b, bo, cy)
+    await nothing_before_sentinel(host_a, ann, host_b, bo, cy)
 
 
 # -- 6. outbound requests on behalf of clients ----------------------------------------------
@@ -620,7 +602,7 @@ async def test_import_cannot_reach_arbitrary_hosts(relay: Relay) -> None:
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watch)
-        host, _, [(ann, _)] = await classroom(relay, "Ann")
+        host, _, [(ann, _)] = await classroom_joined(relay, "Ann")
         page = f"http://127.0.0.1:{port}/Task-0123456789abcdef0123456789abcdef"
         outsider = await relay.client()
         await outsider.fail("steps/import", {"url": page}, "not_in_room")
@@ -629,8 +611,10 @@ async def test_import_cannot_reach_arbitrary_hosts(relay: Relay) -> None:
         assert [f["event"] for f in frames] == ["alerts", "error", "ack"]
         assert frames[0]["data"]["type"] == "ERROR"
         assert frames[1]["data"]["code"] == "import_failed"
-        await trio.sleep(0.2)
+        # A connection the relay made would be readable on the listener: once every task
+        # (``watch`` included) is blocked, it would have been accepted.
+        await trio.testing.wait_all_tasks_blocked()
         assert hits == []
-        await ann.silent()
+        await ann.nothing_before_sentinel()
         nursery.cancel_scope.cancel()
     await listener.aclose()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.support import Client, Relay, classroom, fails, quiet
+from tests.support import Client, Relay, classroom, fails, nothing_before_sentinel
 
 KIB = 1024
 EMPTY_SETTINGS = {"names": [], "dirs": [], "extensions": []}
@@ -31,7 +31,7 @@ async def test_settings_broadcast_exact(relay: Relay) -> None:
     assert await host.ok("settings", {"files_to_ignore": SPEC_EXAMPLE}) == []
     got = await ann.expect("settings")
     assert got == {"event": "settings", "data": SPEC_RESULT, "seq": 1}
-    await quiet(host, ann)
+    await nothing_before_sentinel(host, ann)
     # Later snapshots carry the parsed settings.
     assert await join_frames(relay, host, room_id, "Cid") == [
         {"event": "settings", "data": SPEC_RESULT, "seq": 1}]
@@ -74,7 +74,7 @@ async def test_settings_limits_and_errors(relay: Relay) -> None:
     await fails(ann, "settings", {"files_to_ignore": "a"}, "not_host")
     unbound = await relay.client()
     await fails(unbound, "settings", {"files_to_ignore": "a"}, "not_in_room")
-    await quiet(host, ann)
+    await nothing_before_sentinel(host, ann)
     # The stored settings are unchanged.
     snap = await join_frames(relay, host, room_id, "Bob")
     assert snap == [{"event": "settings", "seq": 1,
@@ -88,7 +88,7 @@ async def test_exercise_broadcast_and_snapshot(relay: Relay) -> None:
     for s in (ann, bob):
         assert await s.expect("exercise") == {
             "event": "exercise", "data": {"content": "Write fizzbuzz"}, "seq": 1}
-    await quiet(host, ann, bob)
+    await nothing_before_sentinel(host, ann, bob)
     assert await join_frames(relay, host, room_id, "Cid") == [
         {"event": "exercise", "data": {"content": "Write fizzbuzz"}, "seq": 1}]
 
@@ -118,7 +118,7 @@ async def test_exercise_limits_and_errors(relay: Relay) -> None:
         await fails(host, "exercise", bad, "invalid_payload")
     await fails(host, "exercise", {"content": "x", "room_id": room_id + 1}, "forbidden")
     await fails(ann, "exercise", {"content": "x"}, "not_host")
-    await quiet(host, ann)
+    await nothing_before_sentinel(host, ann)
     assert await join_frames(relay, host, room_id, "Bob") == [
         {"event": "exercise", "data": {"content": "kept"}, "seq": 1}]
 
@@ -131,7 +131,7 @@ async def test_feedback_only_target(relay: Relay) -> None:
         "event": "exercise/feedback", "data": {"accepted": True}, "seq": 1}
     await host.ok("exercise/feedback", {"user_id": 2, "accepted": False, "room_id": room_id})
     assert (await ann.expect("exercise/feedback"))["data"] == {"accepted": False}
-    await quiet(host, ann, bob)
+    await nothing_before_sentinel(host, ann, bob)
 
 
 async def test_feedback_offline_target_buffered(relay: Relay) -> None:
@@ -159,7 +159,7 @@ async def test_feedback_errors(relay: Relay) -> None:
     await fails(host, "exercise/feedback", {"user_id": 2, "accepted": True,
                                             "room_id": room_id - 1}, "forbidden")
     await fails(ann, "exercise/feedback", {"user_id": 2, "accepted": True}, "not_host")
-    await quiet(host, ann)
+    await nothing_before_sentinel(host, ann)
 
 
 # -- exercise/reset ---------------------------------------------------------------------
@@ -175,7 +175,7 @@ async def test_reset_broadcast_keeps_exercise(relay: Relay) -> None:
     await host.ok("exercise/reset")  # absent data means {}
     await ann.expect("exercise/reset")
     await bob.expect("exercise/reset")
-    await quiet(host, ann, bob)
+    await nothing_before_sentinel(host, ann, bob)
     # The stored exercise is unchanged.
     assert await join_frames(relay, host, room_id, "Cid") == [
         {"event": "exercise", "data": {"content": "task"}, "seq": 1}]
@@ -190,7 +190,7 @@ async def test_reset_errors(relay: Relay) -> None:
     await fails(ann, "exercise/reset", {}, "not_host")
     unbound = await relay.client()
     await fails(unbound, "exercise/reset", {}, "not_in_room")
-    await quiet(host, ann)
+    await nothing_before_sentinel(host, ann)
 
 
 # -- signal -----------------------------------------------------------------------------
@@ -204,7 +204,7 @@ async def test_signal_to_host_and_stored(relay: Relay) -> None:
     assert (await host.expect("signal"))["data"] == {"user_id": 2, "value": "HELP"}
     await bob.ok("signal", {"value": "DONE"})
     assert (await host.expect("signal"))["data"] == {"user_id": 3, "value": "DONE"}
-    await quiet(host, ann, bob)
+    await nothing_before_sentinel(host, ann, bob)
     await join_frames(relay, host, room_id, "Cid")  # the host's room/update is consumed there
     # Check the stored signals through a fresh room/update.
     await bob.aclose()
@@ -229,7 +229,7 @@ async def test_signal_errors_change_nothing(relay: Relay) -> None:
     await fails(host, "signal", {"value": "HELP"}, "not_student")
     unbound = await relay.client()
     await fails(unbound, "signal", {"value": "HELP"}, "not_in_room")
-    await quiet(host, ann, bob)
+    await nothing_before_sentinel(host, ann, bob)
     await bob.aclose()
     users = (await host.expect("room/update"))["data"]["users"]
     assert users[1]["signal"] == "IN_PROGRESS"
@@ -256,7 +256,7 @@ async def test_error_from_client_log_format(relay: Relay) -> None:
     await bob.ok("error/from_client", {"content": "<b>&"})
     assert (await host.expect("log"))["data"]["message"] == "Error from Bob (user 3)\n<b>&"
     # log goes to the host only, never to students.
-    await quiet(host, ann, bob)
+    await nothing_before_sentinel(host, ann, bob)
 
 
 async def test_error_from_client_limits_and_errors(relay: Relay) -> None:
@@ -277,7 +277,7 @@ async def test_error_from_client_limits_and_errors(relay: Relay) -> None:
     await fails(host, "error/from_client", {"content": "x"}, "not_student")
     unbound = await relay.client()
     await fails(unbound, "error/from_client", {"content": "x"}, "not_in_room")
-    await quiet(host, ann, bob)
+    await nothing_before_sentinel(host, ann, bob)
 
 
 async def test_binding_and_roles_for_every_classroom_event(relay: Relay) -> None:
@@ -296,4 +296,4 @@ async def test_binding_and_roles_for_every_classroom_event(relay: Relay) -> None
             await fails(ann, event, data, "not_host")
         else:
             await fails(host, event, data, "not_student")
-    await quiet(host, ann)
+    await nothing_before_sentinel(host, ann)

@@ -11,16 +11,9 @@ from typing import Any
 
 import trio
 
-from tests.support import Client, Relay
+from tests.support import Client, Relay, nothing_before_sentinel
 
 _ABSENT = object()
-
-
-async def silent_all(*clients: Client) -> None:
-    """Every client receives nothing for 0.2 s (checked concurrently)."""
-    async with trio.open_nursery() as nursery:
-        for c in clients:
-            nursery.start_soon(c.silent)
 
 
 async def expect_error(c: Client, code: str, event: Any, ref: Any = _ABSENT) -> dict[str, Any]:
@@ -80,7 +73,7 @@ async def test_bad_json(relay: Relay) -> None:
         await expect_error(c, "bad_json", None)
         await probe(c)
     await still_works(c)
-    await c.silent()
+    await c.nothing_before_sentinel()
 
 
 # -- bad_frame ---------------------------------------------------------------------------
@@ -173,14 +166,14 @@ async def test_ref_null_is_absent(relay: Relay) -> None:
     c = await relay.client()
     await c.send_raw('{"event":"nope","ref":null}')
     await expect_error(c, "unknown_event", "nope")
-    await c.silent()
+    await c.nothing_before_sentinel()
     await c.send_raw('{"event":"room/create","data":{},"ref":null}')
     assert [(await c.recv())["event"] for _ in range(3)] == [
         "room/created", "rtc/config", "room/update"]
-    await c.silent()  # no ack
+    await c.nothing_before_sentinel()  # no ack
     await c.send_raw('{"ref":null}')
     await expect_error(c, "bad_frame", None)
-    await c.silent()
+    await c.nothing_before_sentinel()
 
 
 async def test_frame_error_with_valid_ref_gets_failed_ack(relay: Relay) -> None:
@@ -198,7 +191,7 @@ async def test_bad_event_and_bad_ref_together(relay: Relay) -> None:
     c = await relay.client()
     await c.send_raw(json.dumps({"event": "", "ref": True}))
     await expect_error(c, "bad_frame", None)
-    await c.silent()
+    await c.nothing_before_sentinel()
     await still_works(c)
 
 
@@ -206,10 +199,10 @@ async def test_binary_message_is_bad_frame(relay: Relay) -> None:
     c = await relay.client()
     await c.send_raw(b'{"event":"room/create","data":{}}')
     await expect_error(c, "bad_frame", None)
-    await c.silent()
+    await c.nothing_before_sentinel()
     await c.send_raw(b"\x00\xff\x10")
     await expect_error(c, "bad_frame", None)
-    await c.silent()
+    await c.nothing_before_sentinel()
     await still_works(c)
     # Also on a bound connection: nothing is broadcast, the participant stays.
     await c.send_raw(b"\x01")
@@ -233,7 +226,7 @@ async def test_unknown_event(relay: Relay) -> None:
         # Also for bound participants; unknown names are reported before binding checks.
         await host.fail(event, {}, "unknown_event")
         await student.fail(event, "garbage", "unknown_event")
-    await silent_all(c, host, student)
+    await nothing_before_sentinel(c, host, student)
     await still_works(c)
 
 
@@ -241,7 +234,7 @@ async def test_unknown_event_without_ref(relay: Relay) -> None:
     c = await relay.client()
     await c.send("room/log")
     await expect_error(c, "unknown_event", "room/log")
-    await c.silent()
+    await c.nothing_before_sentinel()
 
 
 # -- binding ------------------------------------------------------------------------------
@@ -261,7 +254,7 @@ async def test_not_in_room(relay: Relay) -> None:
         await c.fail(event, {}, "not_in_room")
         # Binding is checked before role and payload (§0.1).
         await c.fail(event, "garbage", "not_in_room")
-    await c.silent()
+    await c.nothing_before_sentinel()
     await still_works(c)
 
 
@@ -280,7 +273,7 @@ async def test_already_in_room(relay: Relay) -> None:
         for c in (host, student):
             await c.fail(event, data, "already_in_room")
             await c.fail(event, "garbage", "already_in_room")
-    await silent_all(host, student)
+    await nothing_before_sentinel(host, student)
     # Still bound to the same participant.
     await student.ok("message/to_mentor", {"content": "still here"})
     assert (await host.expect("message/to_mentor"))["data"]["sender"] == joined["user_id"]
@@ -353,7 +346,7 @@ async def test_many_errors_in_a_row_keep_the_connection(relay: Relay) -> None:
     codes = [(await c.recv())["data"]["code"] for _ in range(len(bad) * 5)]
     assert codes == ["bad_json", "bad_frame", "bad_frame", "unknown_event", "not_in_room",
                      "bad_frame"] * 5
-    await c.silent()
+    await c.nothing_before_sentinel()
     await still_works(c)
 
 

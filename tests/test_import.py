@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import trio
 
 from tests.fake_notion import FakeNotion, Reply, Responder, json_reply
-from tests.support import Client, Relay, StartRelay, fails, open_classroom, quiet
+from tests.support import (
+    Client,
+    Relay,
+    SioRaw,
+    StartRelay,
+    fails,
+    nothing_before_sentinel,
+    open_classroom,
+    wait_until,
+)
 
 HEX = "0123456789abcdef0123456789ABCDEF"
 UUID = "01234567-89ab-cdef-0123-456789abcdef"
@@ -67,8 +75,6 @@ async def notion_relay(start_relay: StartRelay, nursery: trio.Nursery,
     return relay, fake
 
 
-
-
 def check_import_failure(frames: list[dict[str, Any]]) -> str:
     """alerts ERROR M, then error import_failed M, then the failed ack; returns M."""
     assert [f["event"] for f in frames] == ["alerts", "error", "ack"], frames
@@ -115,7 +121,7 @@ async def test_markdown_import_exact_order(relay: Relay) -> None:
     assert alert == {"event": "alerts", "data": IMPORT_OK, "seq": host.last_seq}
     assert ack["data"] == {"ok": True}
     # Students see nothing: the steps are only a draft.
-    await quiet(ann, host)
+    await nothing_before_sentinel(ann, host)
     late = await relay.client()
     snap = await late.ok("room/join", {"room_id": room["room_id"], "name": "Bob"})
     assert [f["event"] for f in snap] == ["room/join", "rtc/config"]
@@ -131,7 +137,7 @@ async def test_markdown_draft_then_publish(relay: Relay) -> None:
     draft = frames[0]["data"]
     assert [s["content"] for s in draft] == ['<pre class="ql-syntax">x &lt; 1  </pre>',
                                              "<h3>Two</h3>"]
-    await quiet(ann)
+    await nothing_before_sentinel(ann)
     # The host's snapshot shows the draft rather than the published steps ...
     host, snap = await rehost(relay, host, room)
     assert snap == [("steps/load", draft)]
@@ -158,7 +164,7 @@ async def test_markdown_failures(relay: Relay) -> None:
     assert len(frames[0]["data"]) == 100 and frames[0]["data"][-1]["name"] == "100"
     frames = await host.call("steps/import", {"markdown": ""})
     check_import_failure(frames)
-    await quiet(ann, host)
+    await nothing_before_sentinel(ann, host)
     # The failure left the last successful draft in place.
     snap = await rehost_snapshot(relay, host, room)
     assert len(snap[0][1]) == 100
@@ -177,7 +183,7 @@ async def test_import_payload_errors_have_no_alert(relay: Relay) -> None:
     await fails(ann, "steps/import", {"markdown": "x"}, "not_host")
     unbound = await relay.client()
     await fails(unbound, "steps/import", {"markdown": "x"}, "not_in_room")
-    await quiet(host, ann)
+    await nothing_before_sentinel(host, ann)
 
 
 async def test_markdown_of_exactly_one_mib_is_accepted(relay: Relay) -> None:
@@ -208,7 +214,7 @@ async def test_notion_import_success(start_relay: StartRelay, nursery: trio.Nurs
             "page": {"id": UUID}, "limit": 50,
             "cursor": {"stack": []} if index == 0 else CURSOR,
             "chunkNumber": index, "verticalColumns": False}
-    await quiet(ann)
+    await nothing_before_sentinel(ann)
     snap = await rehost_snapshot(relay, host, room)
     assert snap == [("steps/load", NOTION_STEPS)]
 
@@ -233,9 +239,7 @@ async def test_notion_runs_in_background_and_second_import_fails(
     for data in ({"markdown": "# x"}, {"url": fake.page_url()}):
         error = await fails(host, "steps/import", data, "import_failed")
         assert error["message"] == BUSY
-    with trio.fail_after(2):
-        while not fake.requests:
-            await trio.sleep(0.01)
+    await wait_until(lambda: bool(fake.requests))
     assert len(fake.requests) == 1
     gate.set()
     load = await host.expect("steps/load")
@@ -244,7 +248,7 @@ async def test_notion_runs_in_background_and_second_import_fails(
     ack = await host.expect("ack")
     assert ack == {"event": "ack", "ref": "imp", "data": {"ok": True}}
     assert len(fake.requests) == 2
-    await quiet(host, ann)
+    await nothing_before_sentinel(host, ann)
     # Finished: a new import may start.
     assert [f["event"] for f in await host.ok("steps/import", {"markdown": "y"})] == [
         "steps/load", "alerts"]
@@ -260,7 +264,7 @@ async def test_notion_http_failure(start_relay: StartRelay, nursery: trio.Nurser
     frames = await host.call("steps/import", {"url": fake.page_url()})
     check_import_failure(frames)
     assert len(fake.requests) == 1
-    await quiet(host, ann)
+    await nothing_before_sentinel(host, ann)
     # The failure released the room's import slot and kept the old draft.
     snap = await rehost_snapshot(relay, host, room)
     assert snap == [("steps/load", [{"name": "1", "content": "draft<br>", "language": "html",
@@ -304,7 +308,7 @@ async def test_notion_url_not_allowed_makes_no_request(
     for url in urls:
         check_import_failure(await host.call("steps/import", {"url": url}))
     assert fake.requests == [] and other.requests == []
-    await quiet(host, ann)
+    await nothing_before_sentinel(host, ann)
 
 
 async def test_notion_request_cap(start_relay: StartRelay, nursery: trio.Nursery) -> None:
@@ -330,9 +334,7 @@ async def test_notion_room_closed_during_import(
     relay, fake = await notion_relay(start_relay, nursery, slow)
     host, _room, (ann,) = await open_classroom(relay, "Ann")
     await host.send("steps/import", {"url": fake.page_url()}, ref=1)
-    with trio.fail_after(2):
-        while not fake.requests:
-            await trio.sleep(0.01)
+    await wait_until(lambda: bool(fake.requests))
     await host.send("room/close", {}, ref=2)
     assert await host.expect("ack") == {"event": "ack", "ref": 2, "data": {"ok": True}}
     await ann.expect("room/closed")
@@ -345,53 +347,12 @@ async def test_notion_room_closed_during_import(
 
 
 # -- the same over Socket.IO ------------------------------------------------------------
-class SioClient:
-    """A raw Socket.IO v5 client over the relay's WebSocket (no seq on this framing)."""
-
-    def __init__(self, ws: Any) -> None:
-        self.ws = ws
-        self.ack_id = 0
-
-    @classmethod
-    async def connect(cls, relay: Relay) -> SioClient:
-        from trio_websocket import connect_websocket_url
-
-        ws = await connect_websocket_url(
-            relay.nursery, relay.url + "/socket.io/?EIO=4&transport=websocket")
-        client = cls(ws)
-        assert (await client.recv()).startswith("0{")
-        await ws.send_message("40")
-        assert (await client.recv()).startswith("40{")
-        return client
-
-    async def recv(self) -> str:
-        with trio.fail_after(3):
-            while True:
-                packet = await self.ws.get_message()
-                if packet != "2":  # Engine.IO ping
-                    return packet
-
-    async def call(self, event: str, data: Any) -> list[tuple[str, Any]]:
-        """Emit with an ack id; return (event, data) pairs up to ("ack", result)."""
-        self.ack_id += 1
-        await self.ws.send_message(f"42{self.ack_id}" + json.dumps([event, data]))
-        out: list[tuple[str, Any]] = []
-        while True:
-            packet = await self.recv()
-            if packet.startswith(f"43{self.ack_id}["):
-                out.append(("ack", json.loads(packet[len(f"43{self.ack_id}"):])[0]))
-                return out
-            assert packet.startswith("42["), packet
-            name, payload = json.loads(packet[2:])
-            out.append((name, payload))
-
-
 async def test_import_over_socketio(start_relay: StartRelay, nursery: trio.Nursery) -> None:
     async def broken(index: int, body: Any) -> Reply:
         return Reply(404, b"{}")
 
     relay, fake = await notion_relay(start_relay, nursery, broken)
-    host = await SioClient.connect(relay)
+    host, _ = await SioRaw.open(relay)
     frames = await host.call("room/create", {"name": "T"})
     assert [e for e, _ in frames] == ["room/created", "rtc/config", "room/update", "ack"]
     # Success: steps/load, alerts, alert, then the acknowledgement.

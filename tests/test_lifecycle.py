@@ -76,7 +76,7 @@ async def test_close_room(relay: Relay) -> None:
     assert closed["data"] == {"message": "Room closed!"}
     assert await s1.closed() == 4000
     # v2 (§6.1): the host's connection stays open, unbound, and can create the next room.
-    await host.silent()
+    await host.nothing_before_sentinel()
     await host.fail("message/to_all", {"content": "x"}, "not_in_room")
     host.last_seq = None  # a new participant: its seq starts again at 1
     frames = await host.ok("room/create", {"name": "Teacher"})

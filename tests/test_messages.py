@@ -6,7 +6,7 @@ import datetime as dt
 import re
 from typing import Any
 
-from tests.support import Relay, StartRelay, classroom, fails, quiet
+from tests.support import Relay, StartRelay, classroom, fails, nothing_before_sentinel
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
@@ -40,7 +40,7 @@ async def test_to_mentor_exact_and_no_echo(relay: Relay) -> None:
     assert await bob.ok("message/to_mentor", {"content": "  spaced\n "}) == []
     got = await host.expect("message/to_mentor")
     check_message(got["data"], id=2, sender=3, receiver=1, content="  spaced\n ")
-    await quiet(ann, bob, host)
+    await nothing_before_sentinel(ann, bob, host)
 
 
 async def test_to_mentor_room_id(relay: Relay) -> None:
@@ -51,7 +51,7 @@ async def test_to_mentor_room_id(relay: Relay) -> None:
     await fails(ann, "message/to_mentor", {"content": "b", "room_id": str(room_id)},
                 "invalid_payload")
     await fails(ann, "message/to_mentor", {"content": "b", "room_id": None}, "invalid_payload")
-    await quiet(host)
+    await nothing_before_sentinel(host)
     # The failures consumed no message id.
     await ann.ok("message/to_mentor", {"content": "c"})
     assert (await host.expect("message/to_mentor"))["data"]["id"] == 2
@@ -69,7 +69,7 @@ async def test_to_mentor_content_limits(relay: Relay) -> None:
         await fails(ann, "message/to_mentor", bad, "invalid_payload")
     await fails(ann, "message/to_mentor", ["content"], "invalid_payload")
     await fails(ann, "message/to_mentor", "hello", "invalid_payload")
-    await quiet(host)
+    await nothing_before_sentinel(host)
 
 
 async def test_to_mentor_roles_and_binding(relay: Relay) -> None:
@@ -80,7 +80,7 @@ async def test_to_mentor_roles_and_binding(relay: Relay) -> None:
     unbound = await relay.client()
     await fails(unbound, "message/to_mentor", {"content": "x"}, "not_in_room")
     await fails(unbound, "message/to_mentor", 17, "not_in_room")
-    await quiet(host, ann)
+    await nothing_before_sentinel(host, ann)
 
 
 # -- message/to_client ------------------------------------------------------------------
@@ -93,7 +93,7 @@ async def test_to_client_exact_and_only_target(relay: Relay) -> None:
     await host.ok("message/to_client", {"user_id": 2, "content": "hi", "room_id": room_id})
     got = await ann.expect("message/to_client")
     check_message(got["data"], id=2, sender=1, receiver=2, content="hi")
-    await quiet(host, ann, bob)
+    await nothing_before_sentinel(host, ann, bob)
 
 
 async def test_to_client_errors(relay: Relay) -> None:
@@ -122,7 +122,7 @@ async def test_to_client_errors(relay: Relay) -> None:
     await fails(ann, "message/to_client", {"content": ""}, "not_host")
     unbound = await relay.client()
     await fails(unbound, "message/to_client", {"user_id": 2, "content": "x"}, "not_in_room")
-    await quiet(host, ann, bob)
+    await nothing_before_sentinel(host, ann, bob)
     # Nothing was stored and no id was consumed.
     frames = await host.ok("message/user", {"user_id": 2})
     assert frames[0]["data"] == {"user_id": 2, "messages": []}
@@ -136,7 +136,7 @@ async def test_to_client_removed_student(relay: Relay) -> None:
     await host.expect("room/update")
     await fails(host, "message/to_client", {"user_id": 2, "content": "x"}, "user_not_found")
     await fails(host, "message/user", {"user_id": 2}, "user_not_found")
-    await quiet(ann)
+    await nothing_before_sentinel(ann)
 
 
 async def test_offline_replay_and_snapshot(relay: Relay) -> None:
@@ -194,7 +194,7 @@ async def test_to_all_each_student_own_message(relay: Relay) -> None:
     check_message(msg, id=msg["id"], sender=1, receiver=4, content="Break!")
     # Three distinct messages (the order in which ids are given out is not specified).
     assert sorted([a["id"], b["id"], msg["id"]]) == [1, 2, 3]
-    await quiet(host, ann, bob)
+    await nothing_before_sentinel(host, ann, bob)
 
 
 async def test_to_all_errors_and_empty_room(relay: Relay) -> None:
@@ -204,13 +204,13 @@ async def test_to_all_errors_and_empty_room(relay: Relay) -> None:
     await fails(host, "message/to_all", {"content": "y" * 10_001}, "too_large")
     await fails(host, "message/to_all", {"content": "x", "room_id": room_id + 1}, "forbidden")
     await fails(ann, "message/to_all", {"content": "x"}, "not_host")
-    await quiet(host, ann)
+    await nothing_before_sentinel(host, ann)
     await host.ok("message/to_all", {"content": "x", "room_id": room_id})
     assert (await ann.expect("message/to_client"))["data"]["id"] == 1
 
     lonely, _ = await relay.host("Solo")
     assert await lonely.ok("message/to_all", {"content": "anyone?"}) == []
-    await quiet(lonely)
+    await nothing_before_sentinel(lonely)
 
 
 # -- message/user -----------------------------------------------------------------------
@@ -238,7 +238,7 @@ async def test_message_user_conversation_oldest_first(relay: Relay) -> None:
                       content=m["content"])
     bob_conv = (await host.ok("message/user", {"user_id": 3}))[0]["data"]
     assert [m["content"] for m in bob_conv["messages"]] == ["bob"]
-    await quiet(ann, bob)
+    await nothing_before_sentinel(ann, bob)
 
 
 async def test_message_user_errors(relay: Relay) -> None:
@@ -251,7 +251,7 @@ async def test_message_user_errors(relay: Relay) -> None:
         await fails(host, "message/user", bad, "invalid_payload")
     await fails(host, "message/user", {"user_id": 2, "room_id": room_id + 1}, "forbidden")
     await fails(ann, "message/user", {"user_id": 2}, "not_host")
-    await quiet(host, ann)
+    await nothing_before_sentinel(host, ann)
 
 
 async def test_conversation_keeps_newest_1000(start_relay: StartRelay) -> None:
@@ -285,4 +285,4 @@ async def test_binding_and_roles_for_every_message_event(relay: Relay) -> None:
             await fails(host, event, data, "not_student")
         else:
             await fails(ann, event, data, "not_host")
-    await quiet(host, ann)
+    await nothing_before_sentinel(host, ann)

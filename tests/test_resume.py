@@ -33,7 +33,7 @@ async def test_resume_replays_exactly_the_missed_events(relay: Relay) -> None:
     assert [f["data"]["content"] for f in replayed] == [f"m{i}" for i in range(50)]
     assert [f["seq"] for f in replayed] == list(range(last_seq + 1, last_seq + 51))
     assert frames[-1]["event"] == "ack"
-    await again.silent()
+    await again.nothing_before_sentinel()
     update = await host.expect("room/update")
     assert update["data"]["users"][1]["status"] == "online"
     # The counter goes on from where it was.
@@ -113,7 +113,8 @@ async def test_host_resume_and_fresh_rehost(relay: Relay) -> None:
     assert await host2.closed() == 4003
     assert [f["event"] for f in frames] == ["rtc/config", "room/update", "message/user", "ack"]
     assert (await student.expect("sharing/end"))["data"] == {}
-    await student.silent()  # the host was online (replaced): no "reconnected" message
+    # The host was online (replaced): no "reconnected" message.
+    await student.nothing_before_sentinel()
 
 
 async def test_replacement_closes_old_connection_with_4003(relay: Relay) -> None:
@@ -128,14 +129,22 @@ async def test_replacement_closes_old_connection_with_4003(relay: Relay) -> None
     # The new connection is the participant; the old one's close changed no presence.
     await host.ok("message/to_client", {"user_id": 2, "content": "hi"})
     assert (await second.expect("message/to_client"))["data"]["content"] == "hi"
-    await host.silent()
+    await host.nothing_before_sentinel()
 
 
-async def test_idle_room_expires(start_relay: StartRelay) -> None:
-    relay = await start_relay(room_idle_expiry=0.3)
+async def test_idle_room_expires(start_relay: StartRelay, autojump_clock: trio.abc.Clock
+                                  ) -> None:
+    """§4.5: a room without an online participant for the expiry is removed within 1 s
+    after it (virtual time: the sleeps below take no real time)."""
+    relay = await start_relay(room_idle_expiry=600.0)
     host, room = await relay.host()
+    probe = await relay.client()  # unbound: not a participant
     await host.aclose()
-    await trio.sleep(1.0)
+    # Still there just before the expiry: the name rules are checked only for a room that
+    # exists (§4.3), so an empty name is invalid_payload rather than room_not_found.
+    await trio.sleep(599.0)
+    await probe.fail("room/join", {"room_id": room["room_id"], "name": ""}, "invalid_payload")
+    await trio.sleep(2.0)
     late = await relay.client()
     await late.fail("room/rehost", {"room_id": room["room_id"], "user_id": 1,
                                     "token": room["token"]}, "room_not_found")

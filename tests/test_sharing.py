@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.support import Client, Relay, StartRelay, classroom, fails, quiet
+from tests.support import Client, Relay, StartRelay, classroom, fails, nothing_before_sentinel
 
 MIB = 1024 * 1024
 
@@ -32,13 +32,13 @@ async def test_start_and_code_send_exact(relay: Relay) -> None:
     host, room_id, (ann, bob) = await classroom(relay, "Ann", "Bob")
     assert await host.ok("sharing/start", {"user_id": 2}) == []
     assert await ann.expect("sharing/start") == {"event": "sharing/start", "data": {}, "seq": 1}
-    await quiet(host, bob)
+    await nothing_before_sentinel(host, bob)
     files = [{"filename": "src/main.py", "status": "CREATED", "content": "print(1)\n"}]
     assert await ann.ok("sharing/code_send", {"files": files}) == []
     got = await host.expect("sharing/code_send")
     assert got == {"event": "sharing/code_send", "seq": host.last_seq,
                    "data": {"room_id": room_id, "user_id": 2, "files": files}}
-    await quiet(ann, bob)
+    await nothing_before_sentinel(ann, bob)
 
 
 async def test_switching_sharer(relay: Relay) -> None:
@@ -55,7 +55,7 @@ async def test_switching_sharer(relay: Relay) -> None:
     # Starting the current sharer again only repeats sharing/start.
     await host.ok("sharing/start", {"user_id": 3})
     assert (await bob.expect("sharing/start"))["data"] == {}
-    await quiet(host, ann, bob)
+    await nothing_before_sentinel(host, ann, bob)
 
 
 async def test_end_sharer_and_non_sharer(relay: Relay) -> None:
@@ -72,7 +72,7 @@ async def test_end_sharer_and_non_sharer(relay: Relay) -> None:
     await fails(ann, "sharing/code_send", {"files": [f("a")]}, "not_sharing")
     # A new start therefore sends nobody a sharing/end.
     await start_sharing(host, bob, 3)
-    await quiet(host, ann, bob)
+    await nothing_before_sentinel(host, ann, bob)
     # The stored snapshot is kept after sharing ended.
     assert await snapshot(host, 2) == [f("a")]
 
@@ -90,7 +90,7 @@ async def test_start_end_errors_change_nothing(relay: Relay) -> None:
         await fails(ann, event, {"user_id": 3}, "not_host")
         unbound = await relay.client()
         await fails(unbound, event, {"user_id": 3}, "not_in_room")
-    await quiet(host, ann, bob)
+    await nothing_before_sentinel(host, ann, bob)
     # Ann is still the sharer and nobody got sharing/end.
     await ann.ok("sharing/code_send", {"files": []})
     assert (await host.expect("sharing/code_send"))["data"]["files"] == []
@@ -142,7 +142,7 @@ async def test_forwarded_files_exact_keys_and_order(relay: Relay) -> None:
             {"filename": "b.py", "status": "REMOVED", "content": None},
             {"filename": "a.py", "status": "CREATED", "content": ""},
         ]}
-    await quiet(ann)
+    await nothing_before_sentinel(ann)
 
 
 # -- stored snapshot --------------------------------------------------------------------
@@ -169,7 +169,7 @@ async def test_stored_snapshot_send_and_update(relay: Relay) -> None:
     await ann.ok("sharing/code_send", {"files": []})
     await host.expect("sharing/code_send")
     assert await snapshot(host, 2) == []
-    await quiet(ann)
+    await nothing_before_sentinel(ann)
 
 
 async def test_code_send_ignores_removed_items_in_stored_snapshot(relay: Relay) -> None:
@@ -212,7 +212,7 @@ async def test_snapshot_errors(relay: Relay) -> None:
         await fails(host, "sharing/snapshot", bad, "invalid_payload")
     await fails(host, "sharing/snapshot", {"user_id": 2, "room_id": room_id + 1}, "forbidden")
     await fails(ann, "sharing/snapshot", {"user_id": 2}, "not_host")
-    await quiet(host, ann)
+    await nothing_before_sentinel(host, ann)
 
 
 async def test_stored_snapshot_too_many_files(relay: Relay) -> None:
@@ -226,7 +226,7 @@ async def test_stored_snapshot_too_many_files(relay: Relay) -> None:
     # ... also when an earlier item in the same event removes one and a later one adds two.
     await fails(ann, "sharing/code_update", {"files": [
         f("f0000", "REMOVED"), f("extra1"), f("extra2")]}, "too_large")
-    await quiet(host)
+    await nothing_before_sentinel(host)
     stored = await snapshot(host, 2)
     assert len(stored) == 2000 and stored[0] == f("f0000", "CREATED", "")
     # Replacing an existing file, or removing one then adding one, is fine.
@@ -278,7 +278,7 @@ async def test_stored_snapshot_too_many_bytes(start_relay: StartRelay) -> None:
     await fails(ann, "sharing/code_send", {"files": [f("n1", "CREATED", three),
                                                      f("n2", "CREATED", three),
                                                      f("n3", "CREATED", three)]}, "too_large")
-    await quiet(host)
+    await nothing_before_sentinel(host)
     stored = await snapshot(host, 2)
     assert [x["filename"] for x in stored] == ["big", "big2", "big3"]
     # Removing a file frees its bytes.
@@ -303,7 +303,7 @@ async def test_filename_rules(relay: Relay) -> None:
         for name in bad_names:
             await fails(ann, event, {"files": [f("fine"), f(name)]}, "invalid_payload")
         await fails(ann, event, {"files": [f("a" * 513)]}, "too_large")
-    await quiet(host)
+    await nothing_before_sentinel(host)
     assert [x["filename"] for x in await snapshot(host, 2)] == sorted(good)
 
 
@@ -327,7 +327,7 @@ async def test_item_rules(relay: Relay) -> None:
         for data in bad_payloads:
             await fails(ann, event, data, "invalid_payload")
         await fails(ann, event, {"files": [], "room_id": room_id + 1}, "forbidden")
-    await quiet(host)
+    await nothing_before_sentinel(host)
     assert await snapshot(host, 2) == []
 
 
@@ -343,7 +343,7 @@ async def test_code_check_order(relay: Relay) -> None:
     await fails(bob, "sharing/code_send", {"files": [], "room_id": room_id + 1}, "forbidden")
     unbound = await relay.client()
     await fails(unbound, "sharing/code_send", {"files": 1}, "not_in_room")
-    await quiet(host, ann, bob)
+    await nothing_before_sentinel(host, ann, bob)
     assert await snapshot(host, 3) == []
 
 
@@ -363,4 +363,4 @@ async def test_binding_and_roles_for_every_sharing_event(relay: Relay) -> None:
             await fails(ann, event, data, "not_host")
         else:
             await fails(host, event, data, "not_student")
-    await quiet(host, ann)
+    await nothing_before_sentinel(host, ann)

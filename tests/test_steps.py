@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.support import Client, Relay, classroom, fails, quiet
+from tests.support import Client, Relay, classroom, fails, nothing_before_sentinel
 
 KIB = 1024
 
@@ -51,7 +51,7 @@ async def test_steps_all_publish_exact(relay: Relay) -> None:
     for s in (ann, bob):
         assert await s.expect("steps/all") == {"event": "steps/all", "data": expected,
                                                "seq": 1}
-    await quiet(host, ann, bob)
+    await nothing_before_sentinel(host, ann, bob)
     assert await late_snapshot(relay, host, room_id, "Cid") == [("steps/all", expected)]
 
 
@@ -109,7 +109,7 @@ async def test_steps_all_invalid_items(relay: Relay) -> None:
     await fails(unbound, "steps/all", [], "not_in_room")
     await fails(ann, "steps/all", [], "not_host")
     await fails(ann, "steps/all", "junk", "not_host")
-    await quiet(host, ann)
+    await nothing_before_sentinel(host, ann)
     # The published steps are unchanged.
     assert await late_snapshot(relay, host, room_id, "Bob") == [("steps/all", [step("orig")])]
 
@@ -130,7 +130,7 @@ async def test_steps_all_cap_of_100(relay: Relay) -> None:
     await fails(host, "steps/all", [*hundred[:99], {"content": ""}, {"content": None}],
                 "too_large")
     await fails(host, "steps/all", [step(str(i)) for i in range(101)], "too_large")
-    await quiet(host, ann)
+    await nothing_before_sentinel(host, ann)
 
 
 async def test_steps_all_unpublish_and_status_cleanup(relay: Relay) -> None:
@@ -163,7 +163,7 @@ async def test_to_mentor_merge_and_forward(relay: Relay) -> None:
     await ann.ok("steps/status/to_mentor", {"3": "NONE"})
     assert (await host.expect("steps/status/to_mentor"))["data"]["steps"] == {
         "1": "DONE", "2": "HELP", "3": "NONE"}
-    await quiet(host, ann, bob)
+    await nothing_before_sentinel(host, ann, bob)
 
 
 async def test_to_mentor_unchanged_forwards_nothing(relay: Relay) -> None:
@@ -173,7 +173,7 @@ async def test_to_mentor_unchanged_forwards_nothing(relay: Relay) -> None:
     await host.expect("steps/status/to_mentor")
     assert await ann.ok("steps/status/to_mentor", {"1": "DONE"}) == []
     assert await ann.ok("steps/status/to_mentor", {}) == []
-    await quiet(host, ann)
+    await nothing_before_sentinel(host, ann)
     # Partially unchanged: forwarded once with the whole map.
     await ann.ok("steps/status/to_mentor", {"1": "DONE", "2": "HELP"})
     assert (await host.expect("steps/status/to_mentor"))["data"]["steps"] == {
@@ -188,7 +188,7 @@ async def test_to_mentor_accepted_rules(relay: Relay) -> None:
     # A student may not set ACCEPTED; the whole event fails, "2" stays DONE.
     await fails(ann, "steps/status/to_mentor", {"1": "ACCEPTED"}, "forbidden")
     await fails(ann, "steps/status/to_mentor", {"2": "NONE", "1": "ACCEPTED"}, "forbidden")
-    await quiet(host, ann)
+    await nothing_before_sentinel(host, ann)
     assert (await table(host))[0]["steps"] == {"2": "DONE"}
     # The teacher accepts "1".
     await host.ok("steps/status/to_client", {"user_id": 2, "steps": {"1": "ACCEPTED"}})
@@ -197,7 +197,7 @@ async def test_to_mentor_accepted_rules(relay: Relay) -> None:
     # ACCEPTED may now be re-sent, and whatever the student sends, "1" stays ACCEPTED.
     for value in ("ACCEPTED", "NONE", "IN_PROGRESS", "DONE", "HELP"):
         assert await ann.ok("steps/status/to_mentor", {"1": value}) == []
-    await quiet(host)
+    await nothing_before_sentinel(host)
     await ann.ok("steps/status/to_mentor", {"1": "NONE", "2": "IN_PROGRESS"})
     assert (await host.expect("steps/status/to_mentor"))["data"]["steps"] == {
         "1": "ACCEPTED", "2": "IN_PROGRESS"}
@@ -220,7 +220,7 @@ async def test_to_mentor_errors(relay: Relay) -> None:
     await fails(host, "steps/status/to_mentor", {"1": "DONE"}, "not_student")
     unbound = await relay.client()
     await fails(unbound, "steps/status/to_mentor", {"1": "DONE"}, "not_in_room")
-    await quiet(host, ann)
+    await nothing_before_sentinel(host, ann)
     assert (await table(host))[0]["steps"] == {}
     # The payload is a pure map: "room_id" is a step name here, not a room check.
     await ann.ok("steps/status/to_mentor", {"room_id": "DONE"})
@@ -235,7 +235,7 @@ async def test_to_mentor_room_id_key_is_a_step_name(relay: Relay) -> None:
     assert await ann.ok("steps/status/to_mentor", {"1": "DONE", "room_id": room_id + 1}) == []
     assert (await host.expect("steps/status/to_mentor"))["data"] == {
         "user_id": 2, "steps": {"1": "DONE"}}
-    await quiet(host)
+    await nothing_before_sentinel(host)
 
 
 # -- steps/status/to_client -------------------------------------------------------------
@@ -258,7 +258,7 @@ async def test_to_client_alerts_in_payload_order(relay: Relay) -> None:
     ]
     assert [f["seq"] for f in frames] == [2, 3, 4, 5]
     assert list(frames[3]["data"]) == list(sent)  # the map as sent, in order
-    await quiet(host, ann, bob)
+    await nothing_before_sentinel(host, ann, bob)
     assert (await table(host))[0]["steps"] == {
         "1": "NONE", "2": "ACCEPTED", "3": "ACCEPTED", "4": "NONE", "5": "NONE", "6": "DONE"}
 
@@ -282,7 +282,7 @@ async def test_to_client_no_alert_cases(relay: Relay) -> None:
     # An empty map is stored as nothing, but still sent.
     await host.ok("steps/status/to_client", {"user_id": 2, "steps": {}})
     assert (await ann.expect("steps/status/to_client"))["data"] == {}
-    await quiet(host, ann)
+    await nothing_before_sentinel(host, ann)
 
 
 async def test_to_client_statuses_in_student_snapshot(relay: Relay) -> None:
@@ -344,7 +344,7 @@ async def test_to_client_errors_change_nothing(relay: Relay) -> None:
     await fails(host, event, {"user_id": 2, "steps": {"1": "NONE"}, "room_id": room_id + 1},
                 "forbidden")
     await fails(ann, event, {"user_id": 2, "steps": {"1": "NONE"}}, "not_host")
-    await quiet(host, ann, bob)
+    await nothing_before_sentinel(host, ann, bob)
     # No alert, nothing stored.
     assert [t["steps"] for t in await table(host)] == [{"1": "DONE"}, {}]
 
@@ -372,7 +372,7 @@ async def test_table_exact(relay: Relay) -> None:
         {"user_id": 4, "name": "Cid", "status": "offline", "steps": {"1": "HELP"}},
     ]
     await host.ok("steps/table")  # absent data means {}
-    await quiet(bob)
+    await nothing_before_sentinel(bob)
 
 
 async def test_table_empty_and_errors(relay: Relay) -> None:
@@ -387,7 +387,7 @@ async def test_table_empty_and_errors(relay: Relay) -> None:
     await fails(ann, "steps/table", {}, "not_host")
     unbound = await relay.client()
     await fails(unbound, "steps/table", {}, "not_in_room")
-    await quiet(host, ann)
+    await nothing_before_sentinel(host, ann)
 
 
 async def test_binding_and_roles_for_every_steps_event(relay: Relay) -> None:
@@ -408,4 +408,4 @@ async def test_binding_and_roles_for_every_steps_event(relay: Relay) -> None:
             await fails(ann, event, data, "not_host")
         else:
             await fails(host, event, data, "not_student")
-    await quiet(host, ann)
+    await nothing_before_sentinel(host, ann)
