@@ -1341,3 +1341,120 @@ async def test_chat_acks_precede_later_events_frames_on_a_cluster(
     finally:
         if node.process.returncode is None:
             node.process.terminate()
+
+
+class RoundRobinProxy:
+    """A TCP-level HTTP proxy on 127.0.0.1 that sends each request to the next backend in
+    turn, WebSocket upgrades included (a load balancer without sticky sessions). Plain
+    requests are forwarded with ``Connection: close`` and answered on a connection that
+    then closes; an upgrade is spliced to its backend both ways."""
+
+    def __init__(self, backends: list[int]) -> None:
+        self._backends = backends
+        self._turn = 0
+        self.port = 0
+        self.served: list[tuple[int, str]] = []  # (backend, first line)
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        self.port = listeners[0].socket.getsockname()[1]
+        task_status.started()
+        await trio.serve_listeners(self._client, listeners)
+
+    async def _client(self, client: trio.SocketStream) -> None:
+        try:
+            await self._serve(client)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+        finally:
+            await client.aclose()
+
+    async def _serve(self, client: trio.SocketStream) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = await client.receive_some(65536)
+            if not chunk:
+                return
+            data += chunk
+        head, _, rest = data.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        fields = [line.split(b":", 1) for line in lines[1:]]
+        names = {name.strip().lower(): value.strip() for name, value in fields}
+        backend = self._backends[self._turn % len(self._backends)]
+        self._turn += 1
+        self.served.append((backend, lines[0].decode()))
+        upstream = await trio.open_tcp_stream("127.0.0.1", backend)
+        async with upstream:
+            if names.get(b"upgrade", b"").lower() == b"websocket":
+                await upstream.send_all(data)
+                async with trio.open_nursery() as nursery:
+                    async def pump(src: trio.SocketStream, dst: trio.SocketStream) -> None:
+                        try:
+                            while chunk := await src.receive_some(65536):
+                                await dst.send_all(chunk)
+                        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                            pass
+                        nursery.cancel_scope.cancel()
+
+                    nursery.start_soon(pump, client, upstream)
+                    nursery.start_soon(pump, upstream, client)
+                return
+            length = int(names.get(b"content-length", b"0"))
+            while len(rest) < length:
+                chunk = await client.receive_some(65536)
+                if not chunk:
+                    return
+                rest += chunk
+            kept = [line for line, (name, _) in zip(lines[1:], fields, strict=True)
+                    if name.strip().lower() not in (b"connection", b"keep-alive")]
+            await upstream.send_all(b"\r\n".join([lines[0], *kept, b"Connection: close"])
+                                    + b"\r\n\r\n" + rest)
+            answer = b""
+            while chunk := await upstream.receive_some(65536):
+                answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        head_lines = [line for line in head.split(b"\r\n")
+                      if not line.lower().startswith((b"connection:", b"keep-alive:"))]
+        await client.send_all(b"\r\n".join([*head_lines, b"Connection: close"]) + b"\r\n\r\n"
+                              + body)
+
+
+@pytest.mark.xfail(strict=True, reason="§3.2 'Across nodes': a WebSocket upgrade (GET "
+                   "/socket.io/?transport=websocket&sid=S) that reaches a node not holding "
+                   "polling session S is refused 400 {code 1, Session ID unknown} "
+                   "(relay/server/listen.py _upgrade consults only node.polling.state; "
+                   "polling requests are forwarded, upgrades are not), so behind a balancer "
+                   "without sticky sessions every client whose upgrade lands on the other "
+                   "node stays on long-polling for good")
+async def test_default_transports_upgrade_through_a_round_robin_balancer(
+        nursery: trio.Nursery, redis_url: str) -> None:  # noqa: F811
+    from tests.cluster_support import start_node
+
+    nodes = [await start_node(nursery, redis_url), await start_node(nursery, redis_url)]
+    proxy = RoundRobinProxy([nodes[0].port, nodes[1].port])
+    await nursery.start(proxy.run)
+    url = f"http://127.0.0.1:{proxy.port}"
+    out: dict[str, Any] = {}
+
+    async def scenario() -> None:
+        chats = await clients(url, *[f"u{i}" for i in range(4)])
+        for i, chat in enumerate(chats):
+            await chat.login(f"user{i}")
+        await settle(*chats)
+        a, b = chats[0], chats[1]
+        await a.emit("message", {"sender": a.uid, "receiver": b.uid, "message": "hi"})
+        assert await b.next("message") == {"sender": a.uid, "receiver": b.uid,
+                                           "message": "hi"}
+        out["transports"] = [chat.sio.transport() for chat in chats]
+        await close_all(chats)
+
+    try:
+        await in_asyncio(scenario, timeout=60)
+        upgrades = [line for _, line in proxy.served if "transport=websocket" in line]
+        assert upgrades, proxy.served
+        # Every client ends on the WebSocket, wherever its upgrade request landed.
+        assert out["transports"] == ["websocket"] * 4, (out, proxy.served)
+    finally:
+        for node in nodes:
+            if node.process.returncode is None:
+                node.process.terminate()
