@@ -42,7 +42,7 @@ class LeaseOps(RedisBase):
         started = trio.current_time()
         fence = await self._script_value(
             "claim", [self.lease_key(room_key), self.epoch_key(room_key)],
-            [self.node_id, ttl_ms])
+            [self.node_id, ttl_ms, self.node_key(self.node_id), self.node_ttl_ms])
         if fence is not None:
             self._leases[room_key] = Lease(ttl_ms, started + ttl_ms / 1000, fence)
         return fence is not None
@@ -68,7 +68,7 @@ class LeaseOps(RedisBase):
         started = trio.current_time()
         fence = await self._script_value(
             "steal", [self.lease_key(room_key), self.epoch_key(room_key)],
-            [self.node_id, ttl_ms, self.node_key("")])
+            [self.node_id, ttl_ms, self.node_key(""), self.node_ttl_ms])
         if fence is not None:
             self._leases[room_key] = Lease(ttl_ms, started + ttl_ms / 1000, fence)
         return fence is not None

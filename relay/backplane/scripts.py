@@ -13,19 +13,24 @@ import hashlib
 # A lease's value is its *fence*, ``<node id>/<epoch>``: the epoch (``or:epoch:{room}``)
 # grows with every claim, steal and refence, so an append carrying an older fence can be
 # refused by Redis itself, whenever it arrives (see APPEND_MANY).
-# KEYS[1]=lease, KEYS[2]=epoch, ARGV[1]=node id, ARGV[2]=ttl ms. Idempotent for the same
-# node, so a retry after a lost reply cannot turn our own successful claim into a "no".
+# KEYS[1]=lease, KEYS[2]=epoch, ARGV[1]=node id, ARGV[2]=ttl ms, ARGV[3]=our liveness key,
+# ARGV[4]=its ttl ms. Idempotent for the same node, so a retry after a lost reply cannot
+# turn our own successful claim into a "no". A node that takes a lease also proves it is
+# alive in the same step: right after an empty Redis restart its liveness key may not be
+# back yet, and another node must not take it for dead and steal the room it just claimed.
 CLAIM = """
 local cur = redis.call('GET', KEYS[1])
 if cur then
   if string.match(cur, '^(.*)/%d+$') == ARGV[1] then
     redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    redis.call('SET', ARGV[3], ARGV[1], 'PX', ARGV[4])
     return cur
   end
   return false
 end
 local v = ARGV[1] .. '/' .. redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[1], v, 'PX', ARGV[2])
+redis.call('SET', ARGV[3], ARGV[1], 'PX', ARGV[4])
 return v
 """
 # Renew only if still ours (never resurrect a lease that expired or moved).
@@ -42,13 +47,14 @@ end
 return 0
 """
 # KEYS[1]=lease, KEYS[2]=epoch; ARGV[3] = liveness key prefix (the owner's liveness key is
-# ARGV[3] .. owner).
+# ARGV[3] .. owner), ARGV[4] = the liveness keys' ttl ms (ours is refreshed, as in CLAIM).
 STEAL = """
 local cur = redis.call('GET', KEYS[1])
 if cur then
   local owner = string.match(cur, '^(.*)/%d+$') or cur
   if owner == ARGV[1] then
     redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    redis.call('SET', ARGV[3] .. ARGV[1], ARGV[1], 'PX', ARGV[4])
     return cur
   end
   if redis.call('EXISTS', ARGV[3] .. owner) == 1 then
@@ -57,6 +63,7 @@ if cur then
 end
 local v = ARGV[1] .. '/' .. redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[1], v, 'PX', ARGV[2])
+redis.call('SET', ARGV[3] .. ARGV[1], ARGV[1], 'PX', ARGV[4])
 return v
 """
 # KEYS[1]=lease, KEYS[2]=epoch, ARGV[1]=our fence, ARGV[2]=ttl ms: a new epoch for a lease

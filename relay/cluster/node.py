@@ -85,11 +85,12 @@ class Cluster:
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self.ctx.nursery = nursery
-            await nursery.start(self.bp.run)
             # A node that cannot reach Redis at startup is misconfigured or early: exit 1
             # (§1.1) so that the operator or the supervisor sees it, instead of running
-            # a node that answers every room event with an error.
+            # a node that answers every room event with an error. One deadline for the
+            # whole start (a paused Redis makes each first attempt wait its op timeout).
             with trio.move_on_after(STARTUP_WAIT):
+                await nursery.start(self.bp.run)
                 await self.bp.wait_available()
             if not self.bp.available:
                 raise BackplaneUnavailable(
