@@ -142,6 +142,10 @@ class SignalingHub:
             "ICE_CANDIDATE": self._ice_candidate,
         }
 
+    def draw_room_ids_with(self, rng: Callable[[], str]) -> None:
+        """Draw room ids with ``rng`` from now on (scale-out: ids reserved cluster-wide)."""
+        self._rng = rng
+
     # ------------------------------------------------------------------ connections
 
     def connect(self, ip: str | None = None) -> int:

@@ -105,6 +105,16 @@ end
 return ids
 """
 APPEND_MANY_SHA = hashlib.sha1(APPEND_MANY.encode()).hexdigest()  # the script's id in Redis
+# KEYS[1]=a key naming a node (``kv:ws:{room}``), ARGV[1]=our node id, ARGV[2]=liveness key
+# prefix: take the key unless another live node holds it (a dead node's ids are free).
+CLAIM_KV = """
+local cur = redis.call('GET', KEYS[1])
+if cur and cur ~= ARGV[1] and redis.call('EXISTS', ARGV[2] .. cur) == 1 then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1])
+return 1
+"""
 # KEYS[1]=snapshot hash, ARGV[1]=blob, ARGV[2]=last id. Refuses to go backwards, so a
 # deposed owner that has not noticed yet cannot overwrite a newer snapshot.
 SAVE_SNAPSHOT = """
@@ -130,5 +140,5 @@ return 1
 # APPEND_MANY by hand on the hot-path connection (EVALSHA, then EVAL on NOSCRIPT).
 REGISTERED = (
     ("claim", CLAIM), ("release", RELEASE), ("steal", STEAL),
-    ("refence", REFENCE), ("reserve", RESERVE), ("snapshot", SAVE_SNAPSHOT),
+    ("refence", REFENCE), ("claim_kv", CLAIM_KV), ("reserve", RESERVE), ("snapshot", SAVE_SNAPSHOT),
 )

@@ -162,6 +162,11 @@ class RoomStore(RedisBase):
         full = self._k("kv", key)
         await self._call("kv_set", lambda c: c.set(full, value, px=ttl_ms))
 
+    async def kv_claim(self, key: str) -> bool:
+        """Set ``key`` to our node id unless another live node holds it; True if ours."""
+        return bool(await self._script("claim_kv", self._k("kv", key),
+                                       [self.node_id, self.node_key("")]))
+
     async def kv_get(self, key: str) -> bytes | None:
         full = self._k("kv", key)
         return await self._call("kv_get", lambda c: c.get(full))

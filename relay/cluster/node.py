@@ -110,6 +110,7 @@ class Cluster:
             nursery.start_soon(self.docs.notices)
             nursery.start_soon(self._inbox_loop)
             nursery.start_soon(self._watch_loop)
+            nursery.start_soon(self.signaling_fwd.keep_ids)
             task_status.started()
 
     @property

@@ -5,6 +5,11 @@ dialect has no resume, so nothing of it is logged. A connection in no room is ha
 where it is; ``JOIN_ROOM`` for a room of another node is forwarded there, and while the
 connection is in that room all its messages are. The room's node keeps a stand-in id in
 its ``SignalingHub`` for each such connection and sends its frames back.
+
+Room ids are four characters (§7: 36⁴ ids), so two nodes drawing on their own would collide
+within days of use. Each node keeps a few ids reserved in Redis ahead of need (``kv:ws:{id}``
+holding its node id, taken only if free or held by a dead node) and its ``SignalingHub`` draws
+from them synchronously; a room's key is deleted when the room is gone.
 """
 
 from __future__ import annotations
@@ -18,12 +23,14 @@ import trio
 from relay.backplane.redis import BackplaneUnavailable
 from relay.codecs.wsframe import text_frame
 from relay.core.outgoing import encode_json
+from signaling.ws_frames import new_room_id
 
 from .context import FORWARD_TIMEOUT, ClusterContext
 from .wire import Frames, WsForward, WsGone, WsResult
 
 log = logging.getLogger("relay.cluster")
 
+ID_POOL = 8  # room ids reserved ahead of need
 
 
 def join_target(text: str | None) -> str | None:
@@ -50,6 +57,38 @@ class SignalingForwarding:
         self._stub_of: dict[int, tuple[str, int]] = {}
         self.registered: set[str] = set()
         self._waits: dict[int, trio.MemorySendChannel[bool | None]] = {}
+        self._pool: list[str] = []  # ids reserved for this node's next rooms
+        self._pool_low = trio.Event()
+        self._unreserved = 0  # rooms created with an id drawn without reservation
+        ctx.host.signaling.draw_room_ids_with(self._take_id)
+
+    def _take_id(self) -> str:
+        self._pool_low.set()
+        if self._pool:
+            room = self._pool.pop()
+            self.registered.add(room)  # (its key already names this node)
+            return room
+        self._unreserved += 1
+        log.warning("no reserved /ws room id left (Redis unreachable?): drawing one without "
+                    "a cluster-wide reservation")
+        return new_room_id()
+
+    async def keep_ids(self) -> None:
+        """Keep ``ID_POOL`` room ids reserved for this node."""
+        hub = self.host.signaling
+        while True:
+            while len(self._pool) < ID_POOL:
+                room = new_room_id()
+                if room in self._pool or room in hub.room_ids():
+                    continue
+                try:
+                    if await self.ctx.bp.kv_claim(f"ws:{room}"):
+                        self._pool.append(room)
+                except BackplaneUnavailable:
+                    break
+            self._pool_low = trio.Event()
+            with trio.move_on_after(5.0):  # (retry after an outage)
+                await self._pool_low.wait()
 
     async def message(self, conn: Any, text: str | None, binary: bool) -> None:
         hub = self.host.signaling
@@ -150,8 +189,8 @@ class SignalingForwarding:
 
     def _register(self, frames: list[tuple[int, dict[str, Any]]]) -> None:
         for _, frame in frames:
-            if frame.get("type") == "ROOM_CREATED":
-                room = frame["roomid"]
+            if frame.get("type") == "ROOM_CREATED" and frame["roomid"] not in self.registered:
+                room = frame["roomid"]  # (an id drawn without reservation)
                 self.registered.add(room)
                 self.ctx.spawn(self._kv_set, f"ws:{room}", self.ctx.node_id.encode())
 
