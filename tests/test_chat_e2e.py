@@ -1458,3 +1458,95 @@ async def test_default_transports_upgrade_through_a_round_robin_balancer(
         for node in nodes:
             if node.process.returncode is None:
                 node.process.terminate()
+
+
+SKEWED_NODE = ("import sys, time; _time = time.time; time.time = lambda: _time() + {skew}; "
+               "sys.argv = ['relay', 'serve', '--port', '0', '--http-port', '0']; "
+               "from relay.cli import main; main()")
+
+
+async def start_skewed_node(nursery: trio.Nursery, backplane: str, skew: float) -> Any:
+    """A relay process whose wall clock is ``skew`` seconds ahead (another host whose clock
+    is off), otherwise as ``tests.cluster_support.start_node``."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.cluster_support import Node
+
+    environ = dict(os.environ, OBSERVER_BACKPLANE_URL=backplane, OBSERVER_LOG_LEVEL="WARNING",
+                   OBSERVER_RATE_LIMIT_RATE="10000", OBSERVER_RATE_LIMIT_BURST="10000")
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-c", SKEWED_NODE.format(skew=skew)], stdout=subprocess.PIPE,
+        env=environ)
+    assert process.stdout is not None
+    buffer = b""
+    with trio.fail_after(20):
+        while buffer.count(b"\n") < 2:
+            chunk = await process.stdout.receive_some()
+            assert chunk, "the node exited during startup"
+            buffer += chunk
+    lines = buffer.decode().splitlines()
+    return Node(process, int(lines[0].rsplit(":", 1)[1]), int(lines[1].rsplit(":", 1)[1]))
+
+
+async def drain(ws: Any, quiet: float = 0.1) -> None:
+    with trio.move_on_after(quiet):
+        while True:
+            if await ws.get_message() == "2":
+                await ws.send_message("3")
+
+
+async def contacts_prompt_across_nodes(nursery: trio.Nursery, backplane: str,
+                                       skew: float) -> None:
+    """Two changes 30 ms apart on node B (its clock ``skew`` s ahead): a user on node A
+    gets a contact showing both within half a second (§9.10: changes less than 100 ms
+    apart may share one contact, not wait for seconds)."""
+    from tests.cluster_support import start_node
+
+    a = await start_node(nursery, backplane)
+    b = await start_skewed_node(nursery, backplane, skew)
+    try:
+        watcher = await raw_sio(nursery, a.url)
+        b1, b2 = await raw_sio(nursery, b.url), await raw_sio(nursery, b.url)
+        for ws, name in ((watcher, "W"), (b1, "B1"), (b2, "B2")):
+            await ws.send_message('421["login",{"username":"' + name + '"}]')
+            await raw_packets(ws, 1)
+        await trio.sleep(2.5)  # (quiet by every clock)
+        for ws in (watcher, b1, b2):
+            await drain(ws)
+        await b1.send_message('42["login",{"username":"B1 renamed"}]')
+        await trio.sleep(0.03)
+        await b2.send_message('42["login",{"username":"B2 renamed"}]')
+        t0 = trio.current_time()
+        with trio.fail_after(6):
+            while True:
+                packet = await watcher.get_message()
+                if packet == "2":
+                    await watcher.send_message("3")
+                elif packet.startswith('42["contact"'):
+                    person = json.loads(packet[2:])[1]["person"]
+                    names = {name for entry in person.values() for name in entry.values()}
+                    if {"B1 renamed", "B2 renamed"} <= names:
+                        break
+        delay = trio.current_time() - t0
+        assert delay < 0.5, f"the contact came {delay:.2f} s after the second change"
+    finally:
+        for node in (a, b):
+            if node.process.returncode is None:
+                node.process.terminate()
+
+
+async def test_contacts_are_prompt_across_nodes(nursery: trio.Nursery, redis_url: str  # noqa: F811
+                                                ) -> None:
+    await contacts_prompt_across_nodes(nursery, redis_url, 0.0)
+
+
+@pytest.mark.xfail(strict=True, reason="the directory's contact pacing mixes clocks: a "
+                   "replica flushes with the issuing node's command time (cmd.time) and ticks "
+                   "at its own node.now(), so a node whose clock is ahead by S seconds pushes "
+                   "the other nodes' next contact S seconds late; with a 2 s skew, users on "
+                   "the other node see a change about 2.07 s late instead of within 100 ms")
+async def test_contacts_are_prompt_on_a_node_whose_clock_is_ahead(
+        nursery: trio.Nursery, redis_url: str) -> None:  # noqa: F811
+    await contacts_prompt_across_nodes(nursery, redis_url, 2.0)
