@@ -1550,3 +1550,47 @@ async def test_contacts_are_prompt_across_nodes(nursery: trio.Nursery, redis_url
 async def test_contacts_are_prompt_on_a_node_whose_clock_is_ahead(
         nursery: trio.Nursery, redis_url: str) -> None:  # noqa: F811
     await contacts_prompt_across_nodes(nursery, redis_url, 2.0)
+
+
+async def test_login_burst_across_nodes_is_coalesced(nursery: trio.Nursery,
+                                                     redis_url: str) -> None:  # noqa: F811
+    """The burst of ``test_login_burst_contacts_are_coalesced`` with the sessions spread
+    over two nodes: still at most one contact per session per 100 ms (plus the edges), and
+    everyone's last contact is the final state."""
+    from tests.cluster_support import start_node
+
+    nodes = [await start_node(nursery, redis_url), await start_node(nursery, redis_url)]
+    urls = [f"http://127.0.0.1:{node.port}" for node in nodes]
+    out: dict[str, Any] = {}
+
+    async def scenario() -> None:
+        chats = [await Chat(f"u{i}").connect(urls[i % 2]) for i in range(BURST)]
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await asyncio.gather(*(c.emit("login", {"username": f"user{i}"})
+                               for i, c in enumerate(chats)))
+        for i, chat in enumerate(chats):
+            answer = await chat.next("login-response")
+            chat.uid, chat.name = answer["userid"], f"user{i}"
+        final = contact(chats)
+        for chat in chats:
+            deadline = loop.time() + TIMEOUT
+            while [d for e, d in chat.seen if e == "contact"][-1:] != [final]:
+                assert loop.time() < deadline, (chat, chat.seen[-2:])
+                await asyncio.sleep(0.01)
+        out["span"] = loop.time() - t0
+        await asyncio.sleep(QUIET)
+        out["counts"] = [c.count("contact") for c in chats]
+        for chat in chats:
+            assert [d for e, d in chat.seen if e == "contact"][-1] == final
+        await close_all(chats)
+
+    try:
+        await in_asyncio(scenario, timeout=60)
+    finally:
+        for node in nodes:
+            if node.process.returncode is None:
+                node.process.terminate()
+    counts, span = out["counts"], out["span"]
+    assert max(counts) <= span / 0.1 + 2, (counts, span)
+    assert sum(counts) <= 6 * BURST, (sum(counts), counts, span)
