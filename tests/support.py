@@ -553,7 +553,27 @@ class Recorded:
         return taken
 
     async def call(self, event: str, data: Any) -> tuple[Any, list[SioEvent]]:
+        """Send with an acknowledgement; the ack and the events received before it."""
         raise NotImplementedError
+
+    async def ok(self, event: str, data: Any) -> list[SioEvent]:
+        ack, before = await self.call(event, data)
+        assert ack == OK, (event, ack, before)
+        return before
+
+    async def fails(self, event: str, data: Any, code: str) -> list[SioEvent]:
+        """The event must fail with ``code``: its ``error`` comes last before the failed
+        ack; the events before that error."""
+        ack, before = await self.call(event, data)
+        assert isinstance(ack, dict) and set(ack) == {"ok", "error"}, ack
+        assert ack["ok"] is False and set(ack["error"]) == {"code", "message"}, ack
+        assert ack["error"]["code"] == code and isinstance(ack["error"]["message"], str), ack
+        assert before and before[-1][0] == "error", before
+        error = before[-1][1]
+        assert set(error) == {"code", "message", "event"}, error
+        assert (error["code"], error["event"]) == (code, event), error
+        assert isinstance(error["message"], str)
+        return before[:-1]
 
     async def nothing_before_sentinel(self) -> None:
         """Emit ``SENTINEL_EVENT`` with an ack: the only event before its (failed) ack is
@@ -630,11 +650,6 @@ class SioRecorder(Recorded):
         await self.sio.emit(event, data, callback=on_ack)
         ack, end = await asyncio.wait_for(done, SIO_TIMEOUT)
         return ack, self.take(end)
-
-    async def ok(self, event: str, data: Any) -> list[SioEvent]:
-        ack, before = await self.call(event, data)
-        assert ack == OK, (event, ack, before)
-        return before
 
     async def disconnected(self) -> None:
         deadline = time.monotonic() + SIO_TIMEOUT

@@ -14,10 +14,11 @@ from collections.abc import Iterator
 
 import pytest
 import trio
+import trio.testing
 
 from relay.gc_policy import sweep
 from tests.conftest import StartRelay
-from tests.support import RawClient
+from tests.support import RawClient, wait_until
 
 
 @pytest.fixture
@@ -72,21 +73,21 @@ async def test_churn_leaves_no_cycles_among_frozen_objects(
         elif round_ % 4 == 2:
             # A socket that just vanishes (no close frame).
             raw = await RawClient.connect(relay.server.relay_port)
-            await raw.send("room/rejoin", {**creds, "last_seq": 0})
-            await raw.frames(timeout=0.3)
+            frames = await raw.call("room/rejoin", {**creds, "last_seq": 0})
+            assert frames[-1]["data"] == {"ok": True}, frames
             gc.freeze()
             await raw.aclose()
             await student.closed()
         else:
             await student.aclose()
         gc.freeze()
-        await trio.sleep(0.05)
+        # The round's connections are gone (the host's is left) and their tasks done.
+        await wait_until(lambda: len(relay.server.connections) == 1)
+        await trio.testing.wait_all_tasks_blocked()
     await host.ok("room/close", {})
     await host.aclose()  # v2 (§6.1): room/close leaves the host's connection open
-    with trio.fail_after(5):
-        while relay.server.connections:
-            await trio.sleep(0.02)
-    await trio.sleep(0.1)
+    await wait_until(lambda: not relay.server.connections)
+    await trio.testing.wait_all_tasks_blocked()
     assert relay_garbage() == []
 
 

@@ -15,7 +15,7 @@ from trio_websocket import ConnectionRejected, open_websocket_url
 
 from fuzz.http_head import ScriptedStream, parse
 from relay.transport.http import Request, send_answer, upgrade_refusal
-from tests.support import Relay, StartRelay
+from tests.support import Relay, StartRelay, wait_until
 
 TEACH = "https://teach.example.org"
 
@@ -174,12 +174,11 @@ async def web_health(relay: Relay) -> dict[str, Any]:
 
 async def wait_counts(relay: Relay, rooms: int, connections: int) -> None:
     """Both ports report these counts (closing connections take a moment to go)."""
-    with trio.fail_after(4):
-        while True:
-            got = await health(relay)
-            if (got["rooms"], got["connections"]) == (rooms, connections):
-                break
-            await trio.sleep(0.02)
+    async def counts_reached() -> bool:
+        got = await health(relay)
+        return (got["rooms"], got["connections"]) == (rooms, connections)
+
+    await wait_until(counts_reached, timeout=4.0, interval=0.02)
     assert await web_health(relay) == {"status": "ok", "rooms": rooms,
                                        "connections": connections}
 

@@ -1,4 +1,8 @@
-"""§2 limits: message size, rate limit, slow consumers and heartbeats, over real sockets."""
+"""§2 limits: message size, rate limit, slow consumers and heartbeats, over real sockets.
+
+Rate limits and heartbeats run on the autojump clock: no token comes back and no ping is
+due while the test is busy, and waiting for a timer takes no real time.
+"""
 
 from __future__ import annotations
 
@@ -21,9 +25,11 @@ async def test_oversize_message_closes_1009(start_relay: StartRelay) -> None:
     assert await other.closed() == 1009
 
 
-async def test_flood_rate_limited_then_4008(start_relay: StartRelay) -> None:
+async def test_flood_rate_limited_then_4008(start_relay: StartRelay,
+                                           autojump_clock: trio.abc.Clock) -> None:
     relay = await start_relay(rate_limit_rate=5, rate_limit_burst=5, rate_limit_close_after=1)
     client = await relay.client()
+    flood_start = trio.current_time()
     for ref in range(1, 11):
         await client.send("rtc/config", {}, ref)
     frames = [await client.recv() for _ in range(5 * 2 + 1 + 5)]
@@ -46,19 +52,27 @@ async def test_flood_rate_limited_then_4008(start_relay: StartRelay) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(flood)
         assert await client.closed(timeout=5) == 4008
+    # Not before: the flood period began with the first drop, at the start.
+    assert trio.current_time() - flood_start >= 1.0
 
 
-async def test_rate_limit_error_at_most_once_per_second(start_relay: StartRelay) -> None:
+async def test_rate_limit_error_at_most_once_per_second(
+        start_relay: StartRelay, autojump_clock: trio.abc.Clock) -> None:
     relay = await start_relay(rate_limit_rate=1, rate_limit_burst=1, rate_limit_close_after=60)
     client = await relay.client()
     for _ in range(20):
         await client.send("rtc/config", {})
-    frames = []
-    with trio.move_on_after(0.5):
-        while True:
-            frames.append(await client.recv())
-    codes = [f["data"]["code"] for f in frames]
+    codes = [(await client.recv())["data"]["code"] for _ in range(2)]
     assert codes == ["not_in_room", "rate_limited"]
+    await trio.sleep(1.0)  # one token for the sentinel
+    await client.nothing_before_sentinel()  # the other 18 drops: no error
+    # A second after the last error, a drop gets one again (and again only one).
+    for _ in range(5):
+        await client.send("rtc/config", {})
+    error = await client.expect("error")
+    assert error["data"]["code"] == "rate_limited"
+    await trio.sleep(1.0)
+    await client.nothing_before_sentinel()
 
 
 async def test_slow_consumer_4002_then_resume_loses_nothing(start_relay: StartRelay) -> None:
@@ -115,14 +129,17 @@ async def test_slow_consumer_4002_then_resume_loses_nothing(start_relay: StartRe
     assert total - len(seqs) > 50  # the replay was longer than the outgoing queue bound
 
 
-async def test_heartbeat_timeout_4004(start_relay: StartRelay) -> None:
-    relay = await start_relay(heartbeat_interval=0.2, heartbeat_timeout=0.2)
+async def test_heartbeat_timeout_4004(start_relay: StartRelay,
+                                     autojump_clock: trio.abc.Clock) -> None:
+    relay = await start_relay(heartbeat_interval=20.0, heartbeat_timeout=10.0)
+    # A RawClient never answers pings (wsproto leaves that to its user).
     silent = await RawClient.connect(relay.server.relay_port)
-    # Never read (so never answer the ping) for a while, then look at what arrived.
-    await trio.sleep(0.8)
-    await silent.frames(timeout=2, until_closed=True)
+    opened = trio.current_time()
+    await silent.frames(timeout=60.0, until_closed=True)
     assert silent.close_code == 4004
+    # The first ping comes in the second half of the interval, then the timeout runs.
+    assert 10.0 + 10.0 <= trio.current_time() - opened <= 20.0 + 10.0 + 0.1
     # A client that answers pings (trio-websocket does) stays connected.
     alive = await relay.client()
-    await trio.sleep(0.8)
+    await trio.sleep(200.0)  # ten intervals
     await alive.ok("room/create", {})

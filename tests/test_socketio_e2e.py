@@ -3,116 +3,58 @@ packets over raw WebSockets against an in-process server.
 
 python-socketio is an asyncio library, so its tests are synchronous functions that run their
 own event loop against ``python -m relay serve`` in a subprocess; the raw-packet tests are Trio
-tests on the in-process fixture of ``conftest.py``.
+tests on the in-process fixture of ``conftest.py``, timers on the autojump clock.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
 import socketio
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, connect_websocket_url
 
-from relay.transport import observer
-from tests.support import Relay, StartRelay
+from relay.transport.settings import SIO_CONNECT_DEADLINE
+from tests.support import (
+    OK,
+    RECV_TIMEOUT,
+    Relay,
+    SioRaw,
+    SioRecorder,
+    StartRelay,
+    relay_process,
+    run_asyncio,
+    sio_url,
+)
 
 PING_INTERVAL = 0.3
-RECV_TIMEOUT = 3.0
+#: Raw sessions that do not answer pings would end (4004) during the long virtual waits.
+NO_PINGS = {"sio_ping_interval": 10_000.0, "sio_ping_timeout": 10_000.0}
 
 
 # -- python-socketio against a server process --------------------------------------------------
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OBSERVER_")}
-    env.update(OBSERVER_SIO_PING_INTERVAL=str(PING_INTERVAL), OBSERVER_SIO_PING_TIMEOUT="2",
-               OBSERVER_PLUGIN_VERSION="1.2.15", OBSERVER_LOG_LEVEL="WARNING")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "relay", "serve", "--port", "0", "--http-port", "0"],
-        stdout=subprocess.PIPE, text=True, env=env,
-        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-    )
-    assert proc.stdout is not None
-    relay_line = proc.stdout.readline()
-    web_line = proc.stdout.readline()
-    m = re.fullmatch(r"observer-relay relay listening on ws://(.+):(\d+)\n", relay_line)
-    assert m and web_line.startswith("observer-relay web listening"), (relay_line, web_line)
-    try:
-        yield f"http://{m.group(1)}:{m.group(2)}"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-class Recorder:
-    """A python-socketio client that records every event, disconnect reason included."""
-
-    def __init__(self, **kw: Any) -> None:
-        self.sio = socketio.AsyncClient(**kw)
-        self.events: list[tuple[str, Any]] = []
-        self.disconnects: list[Any] = []
-        self.sio.on("*", self._any)
-        self.sio.on("disconnect", self._disconnect)
-
-    async def _any(self, event: str, data: Any = None) -> None:
-        self.events.append((event, data))
-
-    async def _disconnect(self, reason: Any = None) -> None:
-        self.disconnects.append(reason)
-
-    async def connect(self, url: str) -> Recorder:
-        await self.sio.connect(url, transports=["websocket"], wait_timeout=5)
-        return self
-
-    async def call(self, event: str, data: Any) -> tuple[Any, list[tuple[str, Any]]]:
-        """Emit with an ack; return the ack and the events received before it."""
-        seen = len(self.events)
-        ack = await self.sio.call(event, data, timeout=RECV_TIMEOUT)
-        await asyncio.sleep(0)  # let handlers of frames that preceded the ack finish
-        return ack, self.events[seen:]
-
-    async def wait_for(self, event: str) -> Any:
-        deadline = time.monotonic() + RECV_TIMEOUT
-        while time.monotonic() < deadline:
-            for name, data in self.events:
-                if name == event:
-                    return data
-            await asyncio.sleep(0.02)
-        raise AssertionError(f"no {event!r} in {self.events}")
-
-
-def run(coro: Any) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, 30))
-
-
-OK = {"ok": True}
+    with relay_process(OBSERVER_SIO_PING_INTERVAL=str(PING_INTERVAL),
+                       OBSERVER_SIO_PING_TIMEOUT="2", OBSERVER_PLUGIN_VERSION="1.2.15") as addr:
+        yield sio_url(addr)
 
 
 def test_appendix_b(server: str) -> None:
     async def scenario() -> None:
-        host = await Recorder(reconnection=False).connect(server)
+        host = await SioRecorder().connect(server)
         assert host.sio.get_sid() != host.sio.eio.sid
         ack, before = await host.call("room/create", {"name": "Teacher"})
         assert ack == OK
         assert [e for e, _ in before] == ["room/created", "rtc/config", "room/update"]
         room_id = before[0][1]["room_id"]
 
-        student = await Recorder(reconnection=False).connect(server)
+        student = await SioRecorder().connect(server)
         ack, before = await student.call(
             "room/join", {"room_id": room_id, "name": "Ann", "version": "1.2.9"}
         )
@@ -121,22 +63,24 @@ def test_appendix_b(server: str) -> None:
         assert before[2][1] == before[3][1] == {
             "message": "You have an outdated version of the plugin. Please install the latest "
                        "version 1.2.15", "type": "WARNING"}
-        update = await host.wait_for("room/update")
+        update = await host.expect_one("room/update")
         assert update["id"] == room_id
 
         await student.sio.emit("message/to_mentor", {"room_id": room_id,
                                                      "content": "Stuck on task 1"})
-        message = await host.wait_for("message/to_mentor")
+        message = await host.expect_one("message/to_mentor")
         assert message["content"] == "Stuck on task 1" and "seq" not in message
+        await student.nothing_before_sentinel()
+        await host.nothing_before_sentinel()
         await student.sio.disconnect()
         await host.sio.disconnect()
 
-    run(scenario())
+    run_asyncio(scenario)
 
 
 def test_error_precedes_failed_ack(server: str) -> None:
     async def scenario() -> None:
-        client = await Recorder(reconnection=False).connect(server)
+        client = await SioRecorder().connect(server)
         ack, before = await client.call("no/such/event", {})
         assert ack["ok"] is False and ack["error"]["code"] == "unknown_event"
         assert [(e, d["code"], d["event"]) for e, d in before] == [
@@ -145,40 +89,43 @@ def test_error_precedes_failed_ack(server: str) -> None:
         assert ack["ok"] is False and ack["error"]["code"] == "not_in_room"
         await client.sio.disconnect()
 
-    run(scenario())
+    run_asyncio(scenario)
 
 
 def test_room_close_disconnects_without_reconnect(server: str) -> None:
     async def scenario() -> None:
-        host = await Recorder(reconnection=True).connect(server)
+        host = await SioRecorder(reconnection=True).connect(server)
         _, before = await host.call("room/create", {"name": "Teacher"})
         room_id = before[0][1]["room_id"]
-        student = await Recorder(reconnection=True, reconnection_delay=0.1).connect(server)
+        student = await SioRecorder(reconnection=True, reconnection_delay=0.1).connect(server)
         await student.call("room/join", {"room_id": room_id, "name": "Ann"})
         ack, _ = await host.call("room/close", {"room_id": room_id})
         assert ack == OK
-        await student.wait_for("room/closed")
-        await asyncio.sleep(1.0)  # a reconnect would have happened by now
-        assert not student.sio.connected
+        await student.expect_one("room/closed")
+        await student.disconnected()
+        # The 41 came first: the client scheduled no reconnection (it never will).
+        assert not student.will_reconnect() and not student.sio.connected
         assert student.disconnects == [socketio.AsyncClient.reason.SERVER_DISCONNECT]
+        assert student.events[student.cursor:] == []
         # v2 (§6.1): the host's connection stays open, unbound.
+        await host.nothing_before_sentinel()
         assert host.sio.connected and host.disconnects == []
         ack, _ = await host.call("room/create", {"name": "Teacher"})
         assert ack == OK
 
-    run(scenario())
+    run_asyncio(scenario)
 
 
 def test_heartbeat_keeps_session(server: str) -> None:
     async def scenario() -> None:
-        client = await Recorder(reconnection=False).connect(server)
-        await asyncio.sleep(PING_INTERVAL * 6)  # several ping/pong rounds
+        client = await SioRecorder().connect(server)
+        await client.wait_pings(6)  # several ping/pong rounds (real time: a server process)
         assert client.sio.connected and client.disconnects == []
         ack, _ = await client.call("room/create", {"name": "Teacher"})
         assert ack == OK
         await client.sio.disconnect()
 
-    run(scenario())
+    run_asyncio(scenario)
 
 
 def test_client_disconnect_closes(server: str) -> None:
@@ -187,7 +134,7 @@ def test_client_disconnect_closes(server: str) -> None:
             return int((await http.get(server + "/healthz")).json()["connections"])
 
     async def scenario() -> None:
-        client = await Recorder(reconnection=False).connect(server)
+        client = await SioRecorder().connect(server)
         assert await connections() >= 1
         await client.sio.disconnect()
         deadline = time.monotonic() + RECV_TIMEOUT
@@ -195,7 +142,7 @@ def test_client_disconnect_closes(server: str) -> None:
             await asyncio.sleep(0.05)
         assert await connections() == 0
 
-    run(scenario())
+    run_asyncio(scenario)
 
 
 def test_polling_only_and_default_clients_connect(server: str) -> None:
@@ -209,7 +156,7 @@ def test_polling_only_and_default_clients_connect(server: str) -> None:
             assert client.transport() == final
             await client.disconnect()
 
-    run(scenario())
+    run_asyncio(scenario)
 
 
 async def test_polling_refused_when_switched_off(start_relay: StartRelay) -> None:
@@ -221,65 +168,16 @@ async def test_polling_refused_when_switched_off(start_relay: StartRelay) -> Non
 
 
 # -- exact packets over raw WebSockets -------------------------------------------------------------
-SIO_PATH = "/socket.io/?EIO=4&transport=websocket"
-
-
-class Raw:
-    def __init__(self, ws: WebSocketConnection) -> None:
-        self.ws = ws
-
-    async def recv(self, timeout: float = RECV_TIMEOUT) -> str:
-        with trio.fail_after(timeout):
-            message = await self.ws.get_message()
-        assert isinstance(message, str)
-        return message
-
-    async def send(self, message: str | bytes) -> None:
-        await self.ws.send_message(message)
-
-    async def silent(self, timeout: float = 0.2) -> None:
-        with trio.move_on_after(timeout):
-            message = await self.ws.get_message()
-            raise AssertionError(f"unexpected {message!r}")
-
-    async def closed(self, timeout: float = RECV_TIMEOUT) -> tuple[int | None, list[str]]:
-        """Close code, and the messages that came before it."""
-        seen: list[str] = []
-        with trio.fail_after(timeout):
-            try:
-                while True:
-                    seen.append(await self.ws.get_message())  # type: ignore[arg-type]
-            except ConnectionClosed as exc:
-                return (exc.reason.code if exc.reason else None), seen
-
-    async def event(self) -> list[Any]:
-        message = await self.recv()
-        assert message.startswith("42["), message
-        return list(json.loads(message[2:]))
-
-
-async def open_raw(relay: Relay, connect: bool = True) -> tuple[Raw, dict[str, Any]]:
-    ws = await connect_websocket_url(relay.nursery, relay.url + SIO_PATH)
-    raw = Raw(ws)
-    first = await raw.recv()
-    assert first.startswith("0{")
-    opened = json.loads(first[1:])
-    if connect:
-        await raw.send("40")
-        assert re.fullmatch(r'40\{"sid":"[A-Za-z0-9_-]{20}"\}', await raw.recv())
-    return raw, opened
-
-
 async def test_raw_session(relay: Relay) -> None:
-    raw, opened = await open_raw(relay, connect=False)
+    raw, opened = await SioRaw.open(relay, connect=False)
     cfg = relay.server.config
     assert opened["upgrades"] == [] and opened["maxPayload"] == cfg.max_message_size
     assert opened["pingInterval"] == int(cfg.sio_ping_interval * 1000)
     assert opened["pingTimeout"] == int(cfg.sio_ping_timeout * 1000)
     assert re.fullmatch(r"[A-Za-z0-9_-]{20}", opened["sid"])
 
-    await raw.send('420["room/create",{"name":"T"}]')  # before 40: ignored
-    await raw.silent()
+    # Before 40 an event is ignored; a ping is answered, in order: nothing came before it.
+    await raw.send('420["room/create",{"name":"T"}]')
     await raw.send("2")
     assert await raw.recv() == "3"
     await raw.send("40[]")
@@ -293,7 +191,7 @@ async def test_raw_session(relay: Relay) -> None:
     await raw.send("430[{}]")
     await raw.send("6")
     await raw.send(b"\x01\x02")
-    await raw.silent()
+    await raw.nothing_before_sentinel()  # all four ignored
 
     await raw.send("427[bad")
     assert await raw.event() == ["error", {"code": "bad_json", "message": "the packet is not "
@@ -303,7 +201,7 @@ async def test_raw_session(relay: Relay) -> None:
     await raw.send("42[]")
     error = await raw.event()
     assert error[1]["code"] == "bad_frame"
-    await raw.silent()
+    await raw.nothing_before_sentinel()  # no ack id: no ack
     await raw.send('451-9["upload",{"_placeholder":true,"num":0}]')
     assert await raw.event() == ["error", {"code": "bad_frame", "message": "binary attachments "
                                            "are not supported", "event": "upload"}]
@@ -319,13 +217,13 @@ async def test_raw_session(relay: Relay) -> None:
 
 
 async def test_room_close_sends_41_first(relay: Relay) -> None:
-    host, _ = await open_raw(relay)
+    host, _ = await SioRaw.open(relay)
     await host.send('420["room/create",{"name":"Teacher"}]')
     created = await host.event()
     room_id = created[1]["room_id"]
     while (await host.recv()) != '430[{"ok":true}]':
         pass
-    student, _ = await open_raw(relay)
+    student, _ = await SioRaw.open(relay)
     await student.send(f'421["room/join",{{"room_id":{room_id},"name":"Ann"}}]')
     while (await student.recv()) != '431[{"ok":true}]':
         pass
@@ -342,34 +240,46 @@ async def test_room_close_sends_41_first(relay: Relay) -> None:
     assert (await host.event())[1]["code"] == "not_in_room"
     assert json.loads((await host.recv())[4:]) == [
         {"ok": False, "error": {"code": "not_in_room", "message": "join a room first"}}]
-    await host.silent()
+    await host.nothing_before_sentinel()
 
 
-async def test_heartbeat_timeout(start_relay: StartRelay) -> None:
-    relay = await start_relay(sio_ping_interval=0.2, sio_ping_timeout=0.3)
-    raw, opened = await open_raw(relay)
-    assert (opened["pingInterval"], opened["pingTimeout"]) == (200, 300)
+async def test_heartbeat_timeout(start_relay: StartRelay, autojump_clock: trio.abc.Clock
+                                 ) -> None:
+    relay = await start_relay(sio_ping_interval=20.0, sio_ping_timeout=30.0)
+    raw, opened = await SioRaw.open(relay)
+    assert (opened["pingInterval"], opened["pingTimeout"]) == (20_000, 30_000)
     for _ in range(3):  # answered pings keep the session
-        assert await raw.recv() == "2"
+        sent = trio.current_time()
+        assert await raw.recv(timeout=60.0) == "2"
+        assert trio.current_time() - sent <= 20.0 + 0.1  # every pingInterval (and a tick)
         await raw.send("3")
-    assert await raw.recv() == "2"
-    code, seen = await raw.closed()
+    assert await raw.recv(timeout=60.0) == "2"
+    unanswered = trio.current_time()
+    code, seen = await raw.closed(timeout=60.0)
     assert code == 4004 and "41" not in seen
+    assert 30.0 <= trio.current_time() - unanswered <= 30.0 + 0.1  # pingTimeout
 
 
-async def test_connect_deadline(start_relay: StartRelay, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(observer, "SIO_CONNECT_DEADLINE", 0.3)
-    relay = await start_relay()
-    raw, _ = await open_raw(relay, connect=False)
-    code, _ = await raw.closed()
+async def test_connect_deadline(start_relay: StartRelay, autojump_clock: trio.abc.Clock
+                                ) -> None:
+    """§3.2: a session without a valid 40 is closed with 1008 after 45 s (virtual time); a
+    connected one is not."""
+    relay = await start_relay(**NO_PINGS)
+    opened_at = trio.current_time()
+    raw, _ = await SioRaw.open(relay, connect=False)
+    connected, _ = await SioRaw.open(relay)
+    code, _ = await raw.closed(timeout=SIO_CONNECT_DEADLINE + 5.0)
     assert code == 1008
-    connected, _ = await open_raw(relay)
-    await connected.silent(0.6)
+    assert trio.current_time() - opened_at >= SIO_CONNECT_DEADLINE
+    await trio.sleep(SIO_CONNECT_DEADLINE)
+    await connected.nothing_before_sentinel()
 
 
-async def test_rate_limited_acks(start_relay: StartRelay) -> None:
-    relay = await start_relay(rate_limit_rate=0.01, rate_limit_burst=3)
-    raw, _ = await open_raw(relay)  # the 40 took one token
+async def test_rate_limited_acks(start_relay: StartRelay, autojump_clock: trio.abc.Clock
+                                 ) -> None:
+    """Virtual time: no token comes back while the packets are sent, whatever the load."""
+    relay = await start_relay(rate_limit_rate=0.01, rate_limit_burst=3, **NO_PINGS)
+    raw, _ = await SioRaw.open(relay)  # the 40 took one token
     for i in range(1, 5):
         await raw.send(f'42{i}["nope",{{}}]')
     for i in (1, 2):
@@ -379,9 +289,13 @@ async def test_rate_limited_acks(start_relay: StartRelay) -> None:
     assert error[1]["code"] == "rate_limited" and error[1]["event"] == "nope"
     assert (await raw.recv()).startswith('433[{"ok":false,"error":{"code":"rate_limited"')
     assert (await raw.recv()).startswith('434[{"ok":false,"error":{"code":"rate_limited"')
-    await raw.send("3")  # pongs are free: no error
+    # Pongs and noops are free: a second later (so a drop would get a new rate_limited
+    # error) and with the bucket still empty, they cause no error.
+    await trio.sleep(1.5)
+    await raw.send("3")
     await raw.send("6")
-    await raw.silent()
+    await trio.sleep(150.0)  # one token (0.01/s) for the sentinel
+    await raw.nothing_before_sentinel()
 
 
 async def http_get(relay: Relay, target: str, upgrade: bool) -> tuple[int, str, bytes]:

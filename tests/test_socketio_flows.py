@@ -13,6 +13,9 @@ checks their names in order, and ``call`` returns the events that arrived betwee
 consumption and the acknowledgement, so every frame a client receives is accounted for. A host
 ``call`` works as a barrier: events the server enqueued for the host earlier (because of a
 student event already acknowledged) arrive before the answer to the host's later event.
+"Nothing more arrived" is shown the same way, by a sentinel call (``nothing_before_sentinel``),
+and "it does not reconnect" by python-socketio having scheduled no reconnection
+(``will_reconnect``), never by waiting a while.
 """
 
 from __future__ import annotations
@@ -20,13 +23,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -35,161 +34,37 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TIMEOUT = 4.0
+from tests.support import OK, Recorded, SioRecorder, relay_process, run_asyncio, sio_url
+from tests.support import SIO_TIMEOUT as TIMEOUT
+from tests.support import SioEvent as Event
+
 NEWEST = "1.2.15"
 OUTDATED = ("You have an outdated version of the plugin. Please install the latest version "
             + NEWEST)
-OK = {"ok": True}
 TOKEN = re.compile(r"[A-Za-z0-9_-]{22}")
 CLOCK = re.compile(r"\d\d:\d\d:\d\d")
 ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 REASON = socketio.AsyncClient.reason
-Event = tuple[str, Any]
 #: v2 rules that depend on the framing of a participant's connection (§4.5 the plugin's
 #: restart, §6.1 the Socket.IO shape of room/update): the core decides them from
 #: ``Session.framing``, which the shell sets when it creates a session. Until it does,
 #: these tests fail; strict, so that they show up the moment it does (then drop the mark).
 
 # -- server processes ---------------------------------------------------------------------------
-@contextlib.contextmanager
-def relay_process(**env_vars: str) -> Iterator[tuple[str, int]]:
-    """``python -m relay serve`` on free ports of 127.0.0.1; yields (host, relay port)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OBSERVER_")}
-    env.update(OBSERVER_HOST="127.0.0.1", OBSERVER_PLUGIN_VERSION=NEWEST,
-               OBSERVER_LOG_LEVEL="WARNING", **env_vars)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "relay", "serve", "--port", "0", "--http-port", "0"],
-        stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        m = re.fullmatch(r"observer-relay relay listening on ws://(127\.0\.0\.1):(\d+)\n", line)
-        assert m, line
-        assert proc.stdout.readline().startswith("observer-relay web listening on http://")
-        yield m.group(1), int(m.group(2))
-    finally:
-        if proc.stdout is not None:
-            proc.stdout.close()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 @pytest.fixture(scope="module")
 def legacy_server() -> Iterator[tuple[str, int]]:
-    with relay_process(OBSERVER_LEGACY_TOKENLESS="1") as addr:
+    with relay_process(OBSERVER_LEGACY_TOKENLESS="1", OBSERVER_PLUGIN_VERSION=NEWEST) as addr:
         yield addr
 
 
 @pytest.fixture(scope="module")
 def strict_server() -> Iterator[tuple[str, int]]:
-    with relay_process(OBSERVER_LEGACY_TOKENLESS="0") as addr:
+    with relay_process(OBSERVER_LEGACY_TOKENLESS="0", OBSERVER_PLUGIN_VERSION=NEWEST) as addr:
         yield addr
 
 
-def sio_url(addr: tuple[str, int]) -> str:
-    return f"http://{addr[0]}:{addr[1]}"
-
-
-def run(scenario: Callable[[], Any]) -> None:
-    asyncio.run(asyncio.wait_for(scenario(), 30))
-
-
 # -- clients -----------------------------------------------------------------------------------
-class Recorded:
-    """Events received by one client, consumed in order by ``expect`` and ``call``."""
-
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-        self.cursor = 0
-
-    async def expect(self, *names: str) -> list[Any]:
-        """The next ``len(names)`` events, which must have exactly these names; their data."""
-        deadline = time.monotonic() + TIMEOUT
-        while len(self.events) < self.cursor + len(names) and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        got = self.events[self.cursor:self.cursor + len(names)]
-        assert [e for e, _ in got] == list(names), (names, self.events[self.cursor:])
-        self.cursor += len(names)
-        return [d for _, d in got]
-
-    async def expect_one(self, name: str) -> Any:
-        return (await self.expect(name))[0]
-
-    def take(self, end: int) -> list[Event]:
-        taken = self.events[self.cursor:end]
-        self.cursor = end
-        return taken
-
-
-class Sio(Recorded):
-    """A python-socketio client recording every event, its connects and disconnect reasons."""
-
-    def __init__(self, **kw: Any) -> None:
-        super().__init__()
-        kw.setdefault("reconnection", False)
-        self.sio = socketio.AsyncClient(**kw)
-        self.connects = 0
-        self.disconnects: list[Any] = []
-        self.sio.on("*", self._any)
-        self.sio.on("connect", self._connect)
-        self.sio.on("disconnect", self._disconnect)
-
-    async def _any(self, event: str, *args: Any) -> None:
-        self.events.append((event, args[0] if args else None))
-
-    async def _connect(self) -> None:
-        self.connects += 1
-
-    async def _disconnect(self, reason: Any = None) -> None:
-        self.disconnects.append(reason)
-
-    async def connect(self, url: str) -> Sio:
-        await self.sio.connect(url, transports=["websocket"], wait_timeout=TIMEOUT)
-        return self
-
-    async def emit(self, event: str, data: Any) -> None:
-        await self.sio.emit(event, data)
-
-    async def call(self, event: str, data: Any) -> tuple[Any, list[Event]]:
-        """Emit with an ack id; the ack and the events received before it (in order).
-
-        The ack callback notes how many events had been recorded when the ack packet was
-        handled, so events arriving after the ack are left for later ``expect`` calls.
-        """
-        done: asyncio.Future[tuple[Any, int]] = asyncio.get_running_loop().create_future()
-
-        def on_ack(*args: Any) -> None:
-            assert len(args) == 1, args
-            done.set_result((args[0], len(self.events)))
-
-        await self.sio.emit(event, data, callback=on_ack)
-        ack, end = await asyncio.wait_for(done, TIMEOUT)
-        return ack, self.take(end)
-
-    async def ok(self, event: str, data: Any) -> list[Event]:
-        ack, before = await self.call(event, data)
-        assert ack == OK, (event, ack, before)
-        return before
-
-    async def fails(self, event: str, data: Any, code: str) -> list[Event]:
-        """The event must fail with ``code``: its ``error`` comes last before the failed ack."""
-        ack, before = await self.call(event, data)
-        check_failed_ack(ack, code)
-        assert before and before[-1][0] == "error", before
-        check_error(before[-1][1], code, event)
-        return before[:-1]
-
-    async def disconnected(self) -> None:
-        deadline = time.monotonic() + TIMEOUT
-        while self.sio.connected and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        assert not self.sio.connected
+Sio = SioRecorder
 
 
 class Plugin(Sio):
@@ -256,18 +131,6 @@ class Plain(Recorded):
         assert ref in self.acks, (event, self.events[self.cursor:])
         ack, end = self.acks[ref]
         return ack, self.take(end)
-
-    async def ok(self, event: str, data: Any) -> list[Event]:
-        ack, before = await self.call(event, data)
-        assert ack == OK, (event, ack, before)
-        return before
-
-    async def fails(self, event: str, data: Any, code: str) -> list[Event]:
-        ack, before = await self.call(event, data)
-        check_failed_ack(ack, code)
-        assert before and before[-1][0] == "error", before
-        check_error(before[-1][1], code, event)
-        return before[:-1]
 
     async def closed(self) -> int | None:
         await asyncio.wait_for(self._reader, TIMEOUT)
@@ -518,7 +381,8 @@ def test_observer_front_flow(legacy_server: tuple[str, int]) -> None:
         assert old_tab.disconnects == [REASON.SERVER_DISCONNECT]
         assert await student.expect_one("sharing/end") == {}
         assert await student.ok("steps/status/to_mentor", {}) == []  # nothing else came
-        await asyncio.sleep(0.3)
+        # The replaced tab got its 41 first: no reconnection scheduled, nothing after it.
+        assert not old_tab.will_reconnect()
         assert old_tab.connects == 1 and old_tab.events[old_tab.cursor:] == []
 
         # Closing: the student hears room/closed and does not reconnect (41 came first).
@@ -527,10 +391,11 @@ def test_observer_front_flow(legacy_server: tuple[str, int]) -> None:
         assert await host.ok("room/close", {"room_id": room_id}) == []
         assert await student.expect_one("room/closed") == {"message": "Room closed!"}
         await student.disconnected()
-        await asyncio.sleep(0.6)  # several reconnection delays
+        assert not student.will_reconnect()  # the 41 came first
         assert not student.sio.connected and student.connects == 1
         assert student.disconnects == [REASON.SERVER_DISCONNECT]
-        assert student.events[student.cursor:] == [] and host.events[host.cursor:] == []
+        assert student.events[student.cursor:] == []
+        await host.nothing_before_sentinel()
         assert host.sio.connected and host.connects == 1 and host.disconnects == []
         assert await host.fails("steps/table", {}, "not_in_room") == []
         second = await create_room(host, "Host")
@@ -538,7 +403,7 @@ def test_observer_front_flow(legacy_server: tuple[str, int]) -> None:
         assert await host.ok("room/close", {"room_id": second["room_id"]}) == []
         assert host.sio.connected
 
-    run(scenario)
+    run_asyncio(scenario)
 
 
 # -- observer_java -----------------------------------------------------------------------------
@@ -598,11 +463,11 @@ def test_observer_java_flow(strict_server: tuple[str, int]) -> None:
         assert await host.ok("room/close", {"room_id": room_id}) == []
         assert await plugin.expect_one("room/closed") == {"message": "Room closed!"}
         await plugin.disconnected()
-        await asyncio.sleep(0.6)  # the plugin would have reconnected and re-joined by now
+        assert not plugin.will_reconnect()  # so it never re-joins
         assert plugin.connects == 1 and plugin.disconnects == [REASON.SERVER_DISCONNECT]
         assert plugin.events[plugin.cursor:] == []
 
-    run(scenario)
+    run_asyncio(scenario)
 
 
 # -- acknowledgements and errors ------------------------------------------------------------
@@ -648,14 +513,14 @@ def test_acks_through_call(strict_server: tuple[str, int]) -> None:
         await client.sio.emit("room/close", {"room_id": room_id},
                               callback=lambda *args: acked.set_result(args))
         assert await asyncio.wait_for(acked, TIMEOUT) == (OK,)
-        # v2 (§6.1): the host's connection stays open, unbound.
-        await asyncio.sleep(0.2)
+        # v2 (§6.1): the host's connection stays open, unbound: a sentinel is answered.
+        await client.nothing_before_sentinel()
         assert client.sio.connected and client.disconnects == []
         assert await client.sio.call("room/close", {}, timeout=TIMEOUT) == {
             "ok": False, "error": {"code": "not_in_room", "message": "join a room first"}}
         check_error(await client.expect_one("error"), "not_in_room", "room/close")
 
-    run(scenario)
+    run_asyncio(scenario)
 
 
 def test_errors_go_to_the_offender_only(strict_server: tuple[str, int]) -> None:
@@ -696,7 +561,7 @@ def test_errors_go_to_the_offender_only(strict_server: tuple[str, int]) -> None:
         await host.ok("room/close", {})
         assert await student.expect_one("room/closed") == {"message": "Room closed!"}
 
-    run(scenario)
+    run_asyncio(scenario)
 
 
 # -- mixed framings ----------------------------------------------------------------------------
@@ -740,7 +605,7 @@ def test_plain_host_socketio_student(strict_server: tuple[str, int]) -> None:
         assert host.close_code is None and host.events[host.cursor:] == []
         assert await host.fails("room/close", {}, "not_in_room") == []
 
-    run(scenario)
+    run_asyncio(scenario)
 
 
 def test_socketio_host_plain_student(strict_server: tuple[str, int]) -> None:
@@ -777,10 +642,10 @@ def test_socketio_host_plain_student(strict_server: tuple[str, int]) -> None:
         assert await student.expect_one("room/closed") == {"message": "Room closed!"}
         assert student.seq_of(-1) == 4
         assert await student.closed() == 4000
-        await asyncio.sleep(0.2)
-        assert host.sio.connected and host.disconnects == []  # v2 (§6.1): stays open
+        await host.nothing_before_sentinel()  # v2 (§6.1): stays open
+        assert host.sio.connected and host.disconnects == []
 
-    run(scenario)
+    run_asyncio(scenario)
 
 
 # -- legacy tokenless mode: the plugin's network drop ------------------------------------------
@@ -866,12 +731,12 @@ def test_legacy_plugin_rejoins_after_network_drop(legacy_server: tuple[str, int]
             await host.ok("room/close", {"room_id": room_id})
             assert await plugin.expect_one("room/closed") == {"message": "Room closed!"}
             await plugin.disconnected()
-            await asyncio.sleep(0.5)
+            assert not plugin.will_reconnect()  # the 41 came first
             assert plugin.connects == 2
         finally:
             await proxy.aclose()
 
-    run(scenario)
+    run_asyncio(scenario)
 
 
 def test_strict_plugin_restart_replaces_student(strict_server: tuple[str, int]) -> None:
@@ -911,7 +776,7 @@ def test_strict_plugin_restart_replaces_student(strict_server: tuple[str, int]) 
         finally:
             await proxy.aclose()
 
-    run(scenario)
+    run_asyncio(scenario)
 
 
 def test_plain_offline_student_keeps_its_name(strict_server: tuple[str, int]) -> None:
@@ -937,7 +802,7 @@ def test_plain_offline_student_keeps_its_name(strict_server: tuple[str, int]) ->
         assert (await host.expect_one("room/update"))["users"][1]["status"] == "online"
         await host.ok("room/close", {})
 
-    run(scenario)
+    run_asyncio(scenario)
 
 
 def test_plain_host_room_update_lists_offline_students(strict_server: tuple[str, int]) -> None:
@@ -953,7 +818,7 @@ def test_plain_host_room_update_lists_offline_students(strict_server: tuple[str,
             room_id, host_entry("Teacher"), student_entry(2, "Ann", "offline"))
         await host.ok("room/close", {})
 
-    run(scenario)
+    run_asyncio(scenario)
 
 
 def test_socketio_host_room_update_lists_online_students(strict_server: tuple[str, int]
@@ -977,4 +842,4 @@ def test_socketio_host_room_update_lists_online_students(strict_server: tuple[st
                 for r in rows] == [(2, "offline"), (3, "online")]
         await host.ok("room/close", {})
 
-    run(scenario)
+    run_asyncio(scenario)

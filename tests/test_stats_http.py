@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 import trio
 
 import stats_web.events
-from tests.support import Client, Relay, StartRelay
+from tests.support import Client, Relay, StartRelay, wait_until
 
 SYMBOLS = {"NONE": "❌", "IN_PROGRESS": "⏳", "HELP": "❗", "DONE": "☑", "ACCEPTED": "✅"}
 XSS_NAME = "<img src=x onerror=alert(1)>"
@@ -86,12 +85,6 @@ async def api(http: httpx.AsyncClient, room: Room) -> dict[str, Any]:
     response = await http.get(room.url("api"))
     assert response.status_code == 200, response.text
     return response.json()
-
-
-async def eventually(probe: Callable[[], Awaitable[bool]], timeout: float = 3.0) -> None:
-    with trio.fail_after(timeout):
-        while not await probe():
-            await trio.sleep(0.02)
 
 
 @dataclass
@@ -281,7 +274,7 @@ async def test_page_keeps_offline_students_and_drops_removed(
     async def ann_offline() -> bool:
         return (await api(http, room))["students"][0]["status"] == "offline"
 
-    await eventually(ann_offline)
+    await wait_until(ann_offline)
     row = parse_page((await http.get(room.url())).text).row(room.ids["Ann"])["cells"]
     assert (row[1][0]["data-status"], row[1][1]) == ("offline", "offline")
     assert (row[3][0]["data-status"], row[4][1]) == ("DONE", "100%")
@@ -468,12 +461,13 @@ async def test_signal_shows_everywhere(relay: Relay, http: httpx.AsyncClient) ->
 # -- the event stream (§8.2) -----------------------------------------------------------------
 
 async def test_sse_first_event_then_updates(relay: Relay, http: httpx.AsyncClient,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(stats_web.events, "MIN_INTERVAL", 0.05)  # coalescing: its own test
+                                            autojump_clock: trio.abc.Clock) -> None:
+    """Virtual time: the first event comes at once, the updates after the coalescing
+    interval (its own test below) without real waiting."""
     room = await new_room(relay)
     await room.publish(step("1"), step("2"))
     await room.join("Ann")
-    started = time.monotonic()
+    started = trio.current_time()
     async with http.stream("GET", room.url("events")) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].split(";")[0] == "text/event-stream"
@@ -482,7 +476,7 @@ async def test_sse_first_event_then_updates(relay: Relay, http: httpx.AsyncClien
         first = await stream.next(timeout=1.0)
         assert first is not None and first.event == "stats" and first.data is not None
         assert "\n" not in first.data
-        assert time.monotonic() - started < 1.0
+        assert trio.current_time() - started < 0.01  # no timer before it
         snapshot = httpx.Response(200, content=first.data).json()
         assert without_time(snapshot) == without_time(await api(http, room))
 
@@ -504,34 +498,42 @@ async def test_sse_first_event_then_updates(relay: Relay, http: httpx.AsyncClien
         assert update["students"][0]["steps"] == {"2": "HELP"}
 
 
-async def test_sse_coalesces_changes(relay: Relay, http: httpx.AsyncClient) -> None:
+async def test_sse_coalesces_changes(relay: Relay, http: httpx.AsyncClient,
+                                     autojump_clock: trio.abc.Clock) -> None:
+    """Virtual time: the interval is the server's own, whatever the load."""
     room = await new_room(relay)
     await room.publish(step("1"), step("2"), step("3"))
     await room.join("Ann")
     async with http.stream("GET", room.url("events")) as response:
         stream = EventStream(response)
         await stream.stats()
-        first_at = time.monotonic()
+        first_at = trio.current_time()
         await room.status("Ann", {"1": "DONE"})
         await room.status("Ann", {"2": "DONE"})
         await room.status("Ann", {"3": "IN_PROGRESS"})
         update = await stream.stats()
-        assert time.monotonic() - first_at >= 0.9
+        second_at = trio.current_time()
+        assert second_at - first_at >= stats_web.events.MIN_INTERVAL
         assert update["students"][0]["steps"] == {"1": "DONE", "2": "DONE", "3": "IN_PROGRESS"}
-        with trio.move_on_after(0.8):
-            extra = await stream.next()
-            raise AssertionError(f"changes were not coalesced: {extra}")
+        # A sentinel change: the next event must be the one that shows it, so no event
+        # with the coalesced changes alone came in between.
+        await room.status("Ann", {"1": "HELP"})
+        update = await stream.stats()
+        assert trio.current_time() - second_at >= stats_web.events.MIN_INTERVAL
+        assert update["students"][0]["steps"] == {"1": "HELP", "2": "DONE", "3": "IN_PROGRESS"}
 
 
 async def test_sse_keep_alive(relay: Relay, http: httpx.AsyncClient,
-                              monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(stats_web.events, "KEEPALIVE_INTERVAL", 0.2)
+                              autojump_clock: trio.abc.Clock) -> None:
+    """The real 15 s interval, in virtual time."""
     room = await new_room(relay)
-    async with http.stream("GET", room.url("events")) as response:
+    async with http.stream("GET", room.url("events"), timeout=60.0) as response:
         stream = EventStream(response)
         await stream.stats()
-        block = await stream.next(timeout=1.0)
+        sent = trio.current_time()
+        block = await stream.next(timeout=30.0)
         assert block == Block(None, None, ["keep-alive"])
+        assert trio.current_time() - sent >= stats_web.events.KEEPALIVE_INTERVAL
 
 
 async def test_sse_closed_when_room_removed(relay: Relay, http: httpx.AsyncClient) -> None:
@@ -546,17 +548,18 @@ async def test_sse_closed_when_room_removed(relay: Relay, http: httpx.AsyncClien
         assert await stream.next() is None
 
 
-async def test_sse_ends_on_shutdown(start_relay: StartRelay) -> None:
+async def test_sse_ends_on_shutdown(start_relay: StartRelay, autojump_clock: trio.abc.Clock
+                                    ) -> None:
     relay = await start_relay()
     room = await new_room(relay)
     async with httpx.AsyncClient(base_url=relay.web, timeout=5.0) as http, \
             http.stream("GET", room.url("events")) as response:
         stream = EventStream(response)
         await stream.stats()
-        began = time.monotonic()
+        began = trio.current_time()
         relay.nursery.start_soon(relay.server.shutdown)
         assert await stream.next(timeout=2.0) is None
-        assert time.monotonic() - began < 1.0
+        assert trio.current_time() - began < 1.0  # not the shutdown grace
 
 
 # -- the rest of the web port ------------------------------------------------------------------
