@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import datetime
 import inspect
 import json
 import logging
@@ -364,6 +365,45 @@ async def fails(client: Client, event: str, data: Any, code: str) -> dict[str, A
     assert ack["data"] == {"ok": False,
                            "error": {"code": code, "message": error["data"]["message"]}}
     return error["data"]
+
+
+def step(name: str, content: str = "Do it", language: str = "python",
+         type: str = "exercise") -> dict[str, Any]:
+    """A step of §6.5 (keyword arguments for anything but the name and content)."""
+    return {"name": name, "content": content, "language": language, "type": type}
+
+
+async def publish(host: Client, steps: list[dict[str, Any]], *students: Client
+                  ) -> list[dict[str, Any]]:
+    """``steps/all`` from the host (no frame of its own); every student gets the same
+    published list, which is returned."""
+    assert await host.ok("steps/all", steps) == []
+    published: list[dict[str, Any]] | None = None
+    for s in students:
+        got = await s.expect("steps/all")
+        published = got["data"] if published is None else published
+        assert got["data"] == published
+    return published or []
+
+
+ISO_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+
+
+def check_message(msg: Any, *, id: int | None = None, sender: int, receiver: int,
+                  content: str) -> None:
+    """A Message of §6.2: exactly its keys and these values (``id`` unless None); the
+    ``created_at`` is the HH:MM:SS of the ISO ``timestamp``, within 10 s of now."""
+    assert isinstance(msg, dict) and set(msg) == {
+        "id", "sender", "receiver", "content", "status", "created_at", "timestamp"}, msg
+    assert isinstance(msg["id"], int) and (id is None or msg["id"] == id), msg
+    assert (msg["sender"], msg["receiver"], msg["content"]) == (sender, receiver, content), msg
+    assert msg["status"] is None
+    assert ISO_TIMESTAMP.fullmatch(msg["timestamp"]), msg
+    assert re.fullmatch(r"\d\d:\d\d:\d\d", msg["created_at"]), msg
+    assert msg["created_at"] == msg["timestamp"][11:19]
+    when = datetime.datetime.strptime(msg["timestamp"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+        tzinfo=datetime.UTC)
+    assert abs((datetime.datetime.now(datetime.UTC) - when).total_seconds()) < 10, msg
 
 
 async def wait_until(condition: Callable[[], bool | Awaitable[bool]], timeout: float = 5.0,

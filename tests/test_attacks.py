@@ -14,16 +14,17 @@ from typing import Any
 import trio
 import trio.testing
 
-from tests.support import Client, Relay, StartRelay, classroom_joined, nothing_before_sentinel
+from tests.support import (
+    Client,
+    Relay,
+    StartRelay,
+    classroom_joined,
+    nothing_before_sentinel,
+    publish,
+)
 
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{22}$")
 STEP = {"name": "1", "content": "Write a loop", "language": "python", "type": "exercise"}
-
-
-async def publish(host: Client, students: list[Client], steps: list[dict[str, str]]) -> None:
-    await host.ok("steps/all", steps)
-    for s in students:
-        assert (await s.expect("steps/all"))["data"] == steps
 
 
 # -- 1. authentication on reconnect -------------------------------------------------------
@@ -194,7 +195,7 @@ async def test_non_integer_room_id_on_join(relay: Relay) -> None:
 async def test_student_cannot_self_accept(relay: Relay) -> None:
     host, _, [(ann, ann_j), (bob, _)] = await classroom_joined(relay, "Ann", "Bob")
     steps = [STEP, {**STEP, "name": "2"}]
-    await publish(host, [ann, bob], steps)
+    assert await publish(host, steps, ann, bob) == steps
     await ann.fail("steps/status/to_mentor", {"1": "ACCEPTED"}, "forbidden")
     # All or nothing: a valid entry next to the forbidden one is not stored either.
     await ann.fail("steps/status/to_mentor", {"2": "DONE", "1": "ACCEPTED"}, "forbidden")
@@ -219,7 +220,7 @@ async def test_status_map_room_id_is_a_step_name(relay: Relay) -> None:
     """steps/status/to_mentor is a pure map: room_id is just an unpublished step name,
     ignored like any other (v2, §6.5): no room check, nothing stored or forwarded."""
     host, room, [(ann, _)] = await classroom_joined(relay, "Ann")
-    await publish(host, [ann], [STEP])
+    assert await publish(host, [STEP], ann) == [STEP]
     assert await ann.ok("steps/status/to_mentor", {"room_id": room["room_id"] + 1}) == []
     assert await ann.ok("steps/status/to_mentor", {"room_id": "x"}) == []
     await host.nothing_before_sentinel()

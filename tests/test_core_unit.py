@@ -13,6 +13,7 @@ from relay.core.ids import SecureEntropy
 from relay.core.model import Room
 from relay.core.settings import CoreSettings
 from relay.core.steps_import import ImportFailure
+from tests.support import step
 
 WALL = 1741079702.1205  # 2025-03-04T09:15:02.120Z
 
@@ -62,10 +63,6 @@ class World:
 def sends(out: Outcome) -> list[tuple[int, str, Any, int | None]]:
     return [(a.user_id, a.out.event, a.out.data, a.seq) for a in out.actions
             if isinstance(a, Send)]
-
-
-def step(name: str) -> dict[str, str]:
-    return {"name": name, "content": "c", "language": "py", "type": "exercise"}
 
 
 # -- deliveries and sequencing ------------------------------------------------------------
@@ -342,3 +339,35 @@ def test_iso_now_formats_like_datetime_including_rounding_edges() -> None:
     walls += [0.0, 1.9999995, 1.9999994, 1e9 + 0.9999996, 12.0000004]
     walls.sort()  # consecutive calls within one second use the cached prefix
     assert [iso_now(w) for w in walls] == [reference(w) for w in walls]
+
+
+# -- timers through the injected clock ------------------------------------------------------
+def test_idle_expiry_by_the_injected_clock() -> None:
+    """§4.5 through ``Hub.expire(now)``: a room with an online participant never expires;
+    once the last one goes offline it is removed at the expiry, not a moment before."""
+    w = World("Ann")
+    limit = w.hub.settings.room_idle_expiry
+    assert w.hub.expire(w.now + 10 * limit) == [] and w.room_id in w.hub.rooms
+    w.hub.disconnect(w.host, now=w.now, entropy=w.entropy)
+    assert w.hub.expire(w.now + 10 * limit) == []  # Ann is still online
+    gone = w.now + 5.0
+    w.hub.disconnect(w.students[0], now=gone, entropy=w.entropy)
+    assert w.hub.expire(gone + limit - 0.001) == [] and w.room_id in w.hub.rooms
+    assert w.hub.expire(gone + limit) != []
+    assert w.room_id not in w.hub.rooms
+
+
+def test_failed_joins_leave_the_window_by_the_injected_clock() -> None:
+    """§4.3: failures count over a sliding 60 s window of the time each event is given."""
+    w = World()
+    missing = 10_000_000 if w.room_id != 10_000_000 else 10_000_001
+    limit = w.hub.settings.join_failure_limit
+    guesser = Session(ip="10.9.9.9")
+    for i in range(limit):
+        w.now = WALL + i  # one failure a second
+        w.err(guesser, "room/join", {"room_id": missing}, "room_not_found")
+    w.now = WALL + 59.9  # all of them within the window: blocked, even for the right room
+    w.err(guesser, "room/join", {"room_id": w.room_id, "name": "G"}, "rate_limited")
+    w.now = WALL + 60.5  # the first failure left the window
+    w.hub.expire(w.now)
+    w.ok(guesser, "room/join", {"room_id": w.room_id, "name": "G"})

@@ -2,30 +2,14 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import re
-from typing import Any
-
-from tests.support import Relay, StartRelay, classroom, fails, nothing_before_sentinel
-
-ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-
-
-# -- helpers ----------------------------------------------------------------------------
-def check_message(msg: dict[str, Any], *, id: int, sender: int, receiver: int,
-                  content: str) -> None:
-    assert set(msg) == {"id", "sender", "receiver", "content", "status", "created_at",
-                        "timestamp"}
-    assert msg["id"] == id
-    assert msg["sender"] == sender and msg["receiver"] == receiver
-    assert msg["content"] == content
-    assert msg["status"] is None
-    assert ISO.match(msg["timestamp"]), msg
-    assert re.fullmatch(r"\d\d:\d\d:\d\d", msg["created_at"])
-    # created_at is the HH:MM:SS of the same instant as the ISO timestamp.
-    assert msg["created_at"] == msg["timestamp"][11:19]
-    when = dt.datetime.strptime(msg["timestamp"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
-    assert abs((dt.datetime.now(dt.UTC) - when).total_seconds()) < 10
+from tests.support import (
+    Relay,
+    StartRelay,
+    check_message,
+    classroom,
+    fails,
+    nothing_before_sentinel,
+)
 
 
 # -- message/to_mentor ------------------------------------------------------------------

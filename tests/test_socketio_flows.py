@@ -34,7 +34,15 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.support import OK, Recorded, SioRecorder, relay_process, run_asyncio, sio_url
+from tests.support import (
+    OK,
+    Recorded,
+    SioRecorder,
+    check_message,
+    relay_process,
+    run_asyncio,
+    sio_url,
+)
 from tests.support import SIO_TIMEOUT as TIMEOUT
 from tests.support import SioEvent as Event
 
@@ -42,8 +50,6 @@ NEWEST = "1.2.15"
 OUTDATED = ("You have an outdated version of the plugin. Please install the latest version "
             + NEWEST)
 TOKEN = re.compile(r"[A-Za-z0-9_-]{22}")
-CLOCK = re.compile(r"\d\d:\d\d:\d\d")
-ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 REASON = socketio.AsyncClient.reason
 #: v2 rules that depend on the framing of a participant's connection (§4.5 the plugin's
 #: restart, §6.1 the Socket.IO shape of room/update): the core decides them from
@@ -210,17 +216,6 @@ def check_error(data: Any, code: str, event: str | None) -> None:
     assert isinstance(data["message"], str)
 
 
-def check_message(msg: Any, mid: int | None, sender: int, receiver: int, content: str) -> None:
-    """A Message of §6.2."""
-    assert set(msg) == {"id", "sender", "receiver", "content", "status", "created_at",
-                        "timestamp"}, msg
-    assert isinstance(msg["id"], int) and (mid is None or msg["id"] == mid), msg
-    assert (msg["sender"], msg["receiver"], msg["content"]) == (sender, receiver, content)
-    assert msg["status"] is None
-    assert CLOCK.fullmatch(msg["created_at"]) and ISO.fullmatch(msg["timestamp"]), msg
-    assert msg["timestamp"][11:19] == msg["created_at"]
-
-
 def host_entry(name: str) -> dict[str, Any]:
     return {"id": 1, "name": name, "role": "host", "status": "online", "steps": {},
             "signal": None}
@@ -301,7 +296,7 @@ def test_observer_front_flow(legacy_server: tuple[str, int]) -> None:
             room_id, host_entry("Host"), student_entry(2, "Ann"))
         await student.emit("message/to_mentor", {"room_id": room_id, "content": "Task 1?"})
         question = await tab.expect_one("message/to_mentor")
-        check_message(question, None, 2, 1, "Task 1?")
+        check_message(question, sender=2, receiver=1, content="Task 1?")
 
         # A page reload: the socket goes, and the new page rehosts without a token (§4.4).
         await tab.sio.disconnect()
@@ -333,7 +328,7 @@ def test_observer_front_flow(legacy_server: tuple[str, int]) -> None:
                                                      "content": "Look at line 3"})
         assert before == []  # no echo
         answer = await student.expect_one("message/to_client")
-        check_message(answer, None, 1, 2, "Look at line 3")
+        check_message(answer, sender=1, receiver=2, content="Look at line 3")
         assert answer["id"] > question["id"]
         assert await host.ok("message/user", {"user_id": 2}) == [
             ("message/user", {"user_id": 2, "messages": [question, answer]})]
@@ -443,7 +438,8 @@ def test_observer_java_flow(strict_server: tuple[str, int]) -> None:
             ("sharing/snapshot", {"user_id": 2, "files": [update[0]]})]
 
         await plugin.emit("message/to_mentor", {"room_id": room_id, "content": "Help, task 2"})
-        check_message(await host.expect_one("message/to_mentor"), None, 2, 1, "Help, task 2")
+        check_message(await host.expect_one("message/to_mentor"), sender=2, receiver=1,
+                      content="Help, task 2")
 
         # Toggling Help sends every step's status; a repeat changes nothing and is not forwarded.
         await plugin.emit("steps/status/to_mentor", {"1": "DONE", "2": "HELP"})
@@ -584,10 +580,12 @@ def test_plain_host_socketio_student(strict_server: tuple[str, int]) -> None:
         assert host.seq_of(-1) == 2
 
         await student.emit("message/to_mentor", {"room_id": room_id, "content": "Hello from SIO"})
-        check_message(await host.expect_one("message/to_mentor"), 1, 2, 1, "Hello from SIO")
+        check_message(await host.expect_one("message/to_mentor"), id=1, sender=2, receiver=1,
+                      content="Hello from SIO")
         assert host.seq_of(-1) == 3
         assert await host.ok("message/to_client", {"user_id": 2, "content": "Hi from plain"}) == []
-        check_message(await student.expect_one("message/to_client"), 2, 1, 2, "Hi from plain")
+        check_message(await student.expect_one("message/to_client"), id=2, sender=1, receiver=2,
+                      content="Hi from plain")
 
         assert await host.ok("sharing/start", {"user_id": 2}) == []
         assert await student.expect_one("sharing/start") == {}
@@ -626,9 +624,11 @@ def test_socketio_host_plain_student(strict_server: tuple[str, int]) -> None:
             room_id, host_entry("Teacher"), student_entry(2, "Ann"))
 
         assert await student.ok("message/to_mentor", {"content": "Hello from plain"}) == []
-        check_message(await host.expect_one("message/to_mentor"), 1, 2, 1, "Hello from plain")
+        check_message(await host.expect_one("message/to_mentor"), id=1, sender=2, receiver=1,
+                      content="Hello from plain")
         await host.emit("message/to_client", {"user_id": 2, "content": "Hi from SIO"})
-        check_message(await student.expect_one("message/to_client"), 2, 1, 2, "Hi from SIO")
+        check_message(await student.expect_one("message/to_client"), id=2, sender=1, receiver=2,
+                      content="Hi from SIO")
         assert student.seq_of(-1) == 2
 
         await host.emit("sharing/start", {"user_id": 2, "room_id": room_id})
@@ -727,7 +727,8 @@ def test_legacy_plugin_rejoins_after_network_drop(legacy_server: tuple[str, int]
 
             # It is bound again as student 2: its events reach the host.
             await plugin.emit("message/to_mentor", {"room_id": room_id, "content": "I'm back"})
-            check_message(await host.expect_one("message/to_mentor"), None, 2, 1, "I'm back")
+            check_message(await host.expect_one("message/to_mentor"), sender=2, receiver=1,
+                          content="I'm back")
             await host.ok("room/close", {"room_id": room_id})
             assert await plugin.expect_one("room/closed") == {"message": "Room closed!"}
             await plugin.disconnected()
@@ -769,7 +770,8 @@ def test_strict_plugin_restart_replaces_student(strict_server: tuple[str, int]) 
                                                      "token": joined["token"]},
                                      "user_not_found") == []
             await plugin.emit("message/to_mentor", {"room_id": room_id, "content": "new me"})
-            check_message(await host.expect_one("message/to_mentor"), None, 3, 1, "new me")
+            check_message(await host.expect_one("message/to_mentor"), sender=3, receiver=1,
+                          content="new me")
             await host.ok("room/close", {})
             assert await plugin.expect_one("room/closed") == {"message": "Room closed!"}
             await plugin.disconnected()

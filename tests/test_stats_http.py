@@ -14,7 +14,7 @@ import pytest
 import trio
 
 import stats_web.events
-from tests.support import Client, Relay, StartRelay, wait_until
+from tests.support import Client, Relay, StartRelay, step, wait_until
 
 SYMBOLS = {"NONE": "❌", "IN_PROGRESS": "⏳", "HELP": "❗", "DONE": "☑", "ACCEPTED": "✅"}
 XSS_NAME = "<img src=x onerror=alert(1)>"
@@ -22,10 +22,6 @@ STATIC = Path(__file__).resolve().parent.parent / "stats_web" / "static"
 
 
 # -- helpers -------------------------------------------------------------------------------
-
-def step(name: str, kind: str = "exercise") -> dict[str, str]:
-    return {"name": name, "content": f"Task {name}", "language": "python", "type": kind}
-
 
 @dataclass
 class Room:
@@ -199,7 +195,7 @@ def without_time(stats: dict[str, Any]) -> dict[str, Any]:
 
 async def test_page_structure(relay: Relay, http: httpx.AsyncClient) -> None:
     room = await new_room(relay)
-    await room.publish(step("1"), step("Theory", "theory"), step("2"))
+    await room.publish(step("1"), step("Theory", type="theory"), step("2"))
     await room.join("Ann")
     await room.join("Bob")
     await room.status("Ann", {"1": "DONE", "2": "HELP"})
@@ -247,7 +243,7 @@ async def test_page_without_students_or_steps(relay: Relay, http: httpx.AsyncCli
 
 async def test_page_escapes_user_text(relay: Relay, http: httpx.AsyncClient) -> None:
     room = await new_room(relay)
-    await room.publish(step('<i>"x"</i> & \'y\''), step("<script>", "theory"))
+    await room.publish(step('<i>"x"</i> & \'y\''), step("<script>", type="theory"))
     await room.join(XSS_NAME)
     await room.join("O'Neil \"Q\" & co")
     text = (await http.get(room.url())).text
@@ -389,7 +385,7 @@ async def test_public_stats_needs_no_key(start_relay: StartRelay) -> None:
 
 async def test_json_schema(relay: Relay, http: httpx.AsyncClient) -> None:
     room = await new_room(relay)
-    await room.publish(step("1"), step("read", "theory"), step("2"))
+    await room.publish(step("1"), step("read", type="theory"), step("2"))
     await room.join("Ann")
     await room.status("Ann", {"2": "DONE"})
     response = await http.get(room.url("api"))
@@ -414,7 +410,7 @@ async def test_json_schema(relay: Relay, http: httpx.AsyncClient) -> None:
 
 async def test_percent_rounds_half_up(relay: Relay, http: httpx.AsyncClient) -> None:
     eight = await new_room(relay)
-    await eight.publish(*(step(str(i)) for i in range(1, 9)), step("t", "theory"))
+    await eight.publish(*(step(str(i)) for i in range(1, 9)), step("t", type="theory"))
     await eight.join("One")
     await eight.join("Four")
     await eight.join("Theory")
@@ -440,7 +436,7 @@ async def test_percent_null_without_exercise_steps(relay: Relay, http: httpx.Asy
     room = await new_room(relay)
     await room.join("Ann")
     assert (await api(http, room))["students"][0]["percent"] is None
-    await room.publish(step("read", "theory"))
+    await room.publish(step("read", type="theory"))
     await room.status("Ann", {"read": "DONE"})
     body = await api(http, room)
     assert body["students"][0]["percent"] is None

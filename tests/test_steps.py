@@ -4,27 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.support import Client, Relay, classroom, fails, nothing_before_sentinel
+from tests.support import (
+    Client,
+    Relay,
+    classroom,
+    fails,
+    nothing_before_sentinel,
+    publish,
+    step,
+)
 
 KIB = 1024
 
 
 # -- helpers ----------------------------------------------------------------------------
-def step(name: str, content: str = "Do it", language: str = "python",
-         type: str = "exercise") -> dict[str, Any]:
-    return {"name": name, "content": content, "language": language, "type": type}
-
-
-async def publish(host: Client, steps: list[dict[str, Any]], *students: Client) -> list[dict]:
-    assert await host.ok("steps/all", steps) == []
-    published = None
-    for s in students:
-        got = await s.expect("steps/all")
-        published = got["data"] if published is None else published
-        assert got["data"] == published
-    return published or []
-
-
 async def table(host: Client) -> list[dict[str, Any]]:
     frames = await host.ok("steps/table", {})
     assert [f["event"] for f in frames] == ["steps/table"]

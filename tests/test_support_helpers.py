@@ -104,8 +104,8 @@ async def test_wait_until(autojump_clock: trio.abc.Clock) -> None:
 
 async def test_autojump_clock_drives_the_relay_timers(start_relay: StartRelay,
                                                       autojump_clock: trio.abc.Clock) -> None:
-    """The in-process relay runs on Trio's clock: with ``autojump_clock`` a quarter of an hour of idle
-    expiry passes in no real time, and its connections keep answering meanwhile."""
+    """The in-process relay runs on Trio's clock: with ``autojump_clock`` a quarter of an
+    hour of idle expiry passes in no real time, and its connections keep answering."""
     relay = await start_relay(room_idle_expiry=900.0)
     host, room = await relay.host()
     watcher = await relay.client()
