@@ -132,12 +132,43 @@ class ConnectionHost(Protocol):
 class Backplane(Protocol):
     """Where events are applied: this process (``memory://``) or the cluster."""
 
+    node_id: str
+    available: bool
+    stats: StatsSource
+
+    async def run(self, *, task_status: Any = ...) -> None: ...
+
     def dispatch(self, conn: Peer, event: str, data: Any, ref: Ref | None
                  ) -> Awaitable[None] | None: ...
 
+    def signaling(self, conn: Connection, text: str | None, binary: bool
+                  ) -> Awaitable[None] | None: ...
+
     def connection_opened(self, conn: Connection) -> None: ...
 
+    def connection_replaced(self, old_id: int, old: Connection, new: Connection) -> None:
+        """A session moved onto another transport object (Engine.IO upgrade)."""
+
     def connection_closed(self, conn: Connection) -> None: ...
+
+    def place_command(self, cmd: Any) -> None:
+        """A replicated place's command: applied here, in the order of every node."""
+
+    async def register_session(self, sid: str) -> None:
+        """A polling session opened here (so that other nodes find it)."""
+
+    def forget_session(self, sid: str) -> None: ...
+
+    async def session_node(self, sid: str) -> str | None:
+        """The live node holding polling session ``sid``, if another one does."""
+
+    async def forward_http(self, node: str, request: Any, body: bytes, ip: str,
+                           write: Any) -> bool:
+        """Serve a polling request on the session's node; False if it cannot be."""
+
+    async def give_upgrade(self, node: str, fd: int, received: bytes) -> bool:
+        """Hand the socket of an upgrade for a session of ``node`` to it (same host);
+        False when that is not possible."""
 
 
 class StatsEntry(Protocol):
@@ -256,6 +287,10 @@ class ClusterHost(PlacesHost, Protocol):
     async def adopt(self, fd: int, endpoint: str, session: dict[str, Any], event: str,
                     data: Any, ref: Ref | None) -> None:
         """Serve a client socket another node of this host handed over, from its event."""
+
+    async def adopt_http(self, fd: int, received: bytes) -> None:
+        """Serve a client socket another node of this host handed over with a request it
+        read but could not answer (``received``: the head and what followed it)."""
 
     @property
     def shutting_down(self) -> bool: ...

@@ -14,6 +14,14 @@ every logged-in session and every session that is not logged in asks for an erro
 own; each session's first packet after the refused event must be its sentinel. A session's
 packets leave in order (§2.3), so anything the refused event had delivered would have come
 first.
+
+The last part runs relay processes on a real Redis (§9.10: one directory shared by all
+nodes): users on different nodes, a killed node, polling-only clients behind a balancer
+that alternates nodes on every request, default transports behind a round-robin balancer
+that also passes WebSocket upgrades, a login burst spread over two nodes, a node whose
+clock is ahead, and the order of refusals against commands still in the places' stream.
+A few scenarios use bare Socket.IO packets on a WebSocket (``raw_sio``) or on raw HTTP
+long-polling (``tests.polling_support``) to control exactly when packets go out.
 """
 
 from __future__ import annotations
@@ -1221,12 +1229,6 @@ async def test_login_then_an_observer_event_at_once(relay: Relay, nursery: trio.
     await exclusive_at_once(nursery, relay.url)
 
 
-@pytest.mark.xfail(strict=True, reason="with the Redis backplane a chat event is applied only "
-                   "when it comes back from the places' stream (ChatShell.handle issues a "
-                   "PlaceCommand and returns), but ChatShell.routes() decides chat-or-observer "
-                   "from the local replica: an observer event that arrives before the login "
-                   "is applied goes to the observer core, so one session becomes both a "
-                   "logged-in chat user and an observer room's host")
 async def test_login_then_an_observer_event_at_once_on_a_cluster(
         nursery: trio.Nursery, redis_url: str) -> None:  # noqa: F811
     from tests.cluster_support import start_node
@@ -1326,11 +1328,6 @@ async def test_chat_acks_precede_later_events_frames(relay: Relay, nursery: trio
     await acks_in_order(nursery, relay.url)
 
 
-@pytest.mark.xfail(strict=True, reason="with the Redis backplane a chat event's ack is sent "
-                   "when its command comes back from the places' stream, while an observer "
-                   "event from the same chat session is refused (already_in_room) at once in "
-                   "ChatShell.handle/_fail: the later event's error and failed ack overtake the "
-                   "earlier event's ack (§3.3)")
 async def test_chat_acks_precede_later_events_frames_on_a_cluster(
         nursery: trio.Nursery, redis_url: str) -> None:  # noqa: F811
     from tests.cluster_support import start_node
@@ -1419,13 +1416,6 @@ class RoundRobinProxy:
                               + body)
 
 
-@pytest.mark.xfail(strict=True, reason="§3.2 'Across nodes': a WebSocket upgrade (GET "
-                   "/socket.io/?transport=websocket&sid=S) that reaches a node not holding "
-                   "polling session S is refused 400 {code 1, Session ID unknown} "
-                   "(relay/server/listen.py _upgrade consults only node.polling.state; "
-                   "polling requests are forwarded, upgrades are not), so behind a balancer "
-                   "without sticky sessions every client whose upgrade lands on the other "
-                   "node stays on long-polling for good")
 async def test_default_transports_upgrade_through_a_round_robin_balancer(
         nursery: trio.Nursery, redis_url: str) -> None:  # noqa: F811
     from tests.cluster_support import start_node
@@ -1542,11 +1532,6 @@ async def test_contacts_are_prompt_across_nodes(nursery: trio.Nursery, redis_url
     await contacts_prompt_across_nodes(nursery, redis_url, 0.0)
 
 
-@pytest.mark.xfail(strict=True, reason="the directory's contact pacing mixes clocks: a "
-                   "replica flushes with the issuing node's command time (cmd.time) and ticks "
-                   "at its own node.now(), so a node whose clock is ahead by S seconds pushes "
-                   "the other nodes' next contact S seconds late; with a 2 s skew, users on "
-                   "the other node see a change about 2.07 s late instead of within 100 ms")
 async def test_contacts_are_prompt_on_a_node_whose_clock_is_ahead(
         nursery: trio.Nursery, redis_url: str) -> None:  # noqa: F811
     await contacts_prompt_across_nodes(nursery, redis_url, 2.0)

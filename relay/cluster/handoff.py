@@ -26,6 +26,7 @@ import logging
 import os
 import socket
 import struct
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -58,6 +59,9 @@ class HandoffState(msgspec.Struct, array_like=True, frozen=True):
     socket_sid: str | None
     device: str | None = None  # the device digest the connection carries (§4.6)
     ip: str | None = None  # the client IP as the giver established it (trusted proxies)
+    #: An HTTP request to answer as if the socket had been accepted here (its head and
+    #: what followed it): an Engine.IO upgrade for a polling session of the receiver.
+    request: bytes = b""
 
 
 _decode_state = msgspec.msgpack.Decoder(HandoffState).decode
@@ -115,6 +119,9 @@ class Handoff:
                 return  # msgspec.DecodeError is a ValueError
             with contextlib.suppress(OSError):
                 await sock.send(b"k")  # the giver has let go either way
+        if state.request:
+            await self.host.adopt_http(fd, state.request)
+            return
         session = {"sid": state.sid, "socket_sid": state.socket_sid,
                    "device": state.device, "ip": state.ip}
         await self.host.adopt(fd, state.endpoint, session, state.event, data, state.ref)
@@ -123,12 +130,25 @@ class Handoff:
                    ref: Ref | None) -> bool:
         """Pass ``conn``'s socket to ``owner``; True once it is gone from this node, False
         (forward instead) when it cannot move or ``owner`` is not reachable here."""
-        until = self._not_local.get(owner)
-        if (until is not None and trio.current_time() < until) or not conn.clean:
+        if not conn.clean:
             return False
         sid, socket_sid = conn.codec.session_ids()
         state = HandoffState(conn.endpoint, event, payload_text(data), ref, sid, socket_sid,
                              conn.session.device, conn.ip)
+        return await self._give(owner, state, conn.fd, conn.hand_off)
+
+    async def give_request(self, owner: str, fd: int, request: bytes) -> bool:
+        """Pass a socket whose request ``owner`` must answer (an upgrade for one of its
+        polling sessions); True once it is gone from this node (the caller then only
+        closes its descriptor), False when ``owner`` is not reachable here."""
+        state = HandoffState("http", "", b"null", None, None, None, request=request)
+        return await self._give(owner, state, fd, lambda: None)
+
+    async def _give(self, owner: str, state: HandoffState, fd: int,
+                    let_go: Callable[[], None]) -> bool:
+        until = self._not_local.get(owner)
+        if until is not None and trio.current_time() < until:
+            return False
         blob = msgspec.msgpack.encode(state)
         if len(blob) > MAX_STATE:
             return False
@@ -143,12 +163,12 @@ class Handoff:
             try:
                 with trio.fail_after(GIVE_TIMEOUT):
                     await sock.sendmsg([blob], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
-                                                 array.array("i", [conn.fd]))])
+                                                 array.array("i", [fd]))])
             except (OSError, trio.TooSlowError):
                 return False  # not sent: still ours
             # From here the owner may be serving the socket: let go of it, whatever
             # the answer (without one, the client sees a dead connection and resumes).
-            conn.hand_off()
+            let_go()
             with trio.move_on_after(GIVE_TIMEOUT):
                 try:
                     await sock.recv(1)

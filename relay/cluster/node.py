@@ -171,6 +171,12 @@ class Cluster:
     async def session_node(self, sid: str) -> str | None:
         return await self.polling.session_node(sid)
 
+    async def give_upgrade(self, node: str, fd: int, received: bytes) -> bool:
+        """An upgrade for a polling session of ``node``: hand it the socket (same host)."""
+        if self.handoff is None:
+            return False
+        return await self.handoff.give_request(node, fd, received)
+
     async def forward_http(self, node: str, request: Any, body: bytes, ip: str,
                            write: Any) -> bool:
         return await self.polling.forward(node, request, body, ip, write)

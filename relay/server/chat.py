@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -47,6 +48,10 @@ class ChatShell:
         self.directory = Directory()
         self.sessions: dict[str, Any] = {}  # session key -> this node's connection
         self._refs: dict[str, deque[Ref | None]] = {}  # acks owed, in command order
+        #: Sessions of this node with chat commands issued and not applied yet, and what
+        #: their next observer event waits for (see ``handle``).
+        self._inflight: dict[str, int] = {}
+        self._settled: dict[str, trio.Event] = {}
         self._wake = trio.Event()
 
     def key(self, conn: Any) -> str:
@@ -56,26 +61,61 @@ class ChatShell:
 
     def routes(self, conn: Any, event: str) -> bool:
         """Whether ``event`` from ``conn`` belongs to the chat app (and not the core)."""
-        return conn.endpoint == "socketio" and (
-            event in CHAT_EVENTS or self.directory.is_chat_session(self.key(conn)))
+        if conn.endpoint != "socketio":
+            return False
+        key = self.key(conn)
+        return (event in CHAT_EVENTS or key in self._inflight
+                or self.directory.is_chat_session(key))
 
-    def handle(self, conn: Any, event: str, data: Any, ref: Ref | None) -> None:
-        if event not in CHAT_EVENTS:  # an observer event from a chat session
+    def handle(self, conn: Any, event: str, data: Any, ref: Ref | None
+               ) -> Awaitable[None] | None:
+        key = self.key(conn)
+        if event not in CHAT_EVENTS:
+            if key in self._inflight:
+                # Its chat commands are on their way through the places' log (Redis): only
+                # when they are applied is it known whether this is a chat session, and
+                # the answer to this event must not overtake theirs (§3.3). The
+                # connection's reader waits here, as it does for a forwarded event.
+                return self._after_settled(conn, event, data, ref)
             self._fail(conn, ALREADY, "this session is a chat session", event, ref)
-            return
+            return None
         if conn.session.bound:  # a chat event from a session in an observer room
             self._fail(conn, ALREADY, "this session is in an observer room", event, ref)
-            return
-        key = self.key(conn)
+            return None
         self.sessions[key] = conn
         self._refs.setdefault(key, deque()).append(ref)
+        self._inflight[key] = self._inflight.get(key, 0) + 1
         self._issue("handle", conn.conn_id, event, msgspec.json.encode(data).decode())
+        return None
+
+    async def _after_settled(self, conn: Any, event: str, data: Any, ref: Ref | None
+                             ) -> None:
+        key = self.key(conn)
+        settled = self._settled.setdefault(key, trio.Event())
+        await settled.wait()
+        pending = self.node.observer_event(conn, event, data, ref)  # routed afresh
+        if pending is not None:
+            await pending
+
+    def _settle(self, key: str) -> None:
+        left = self._inflight.get(key, 0) - 1
+        if left > 0:
+            self._inflight[key] = left
+            return
+        self._inflight.pop(key, None)
+        settled = self._settled.pop(key, None)
+        if settled is not None:
+            settled.set()
 
     def closed(self, conn: Any) -> None:
         key, conn_id = self.key(conn), conn.conn_id
         if self.sessions.get(key) is conn:
             del self.sessions[key]
             self._refs.pop(key, None)
+            self._inflight.pop(key, None)
+            settled = self._settled.pop(key, None)
+            if settled is not None:
+                settled.set()
             self._issue("disconnect", conn_id)
 
     def replaced(self, old: Any, new: Any) -> None:
@@ -103,12 +143,16 @@ class ChatShell:
         directory = self.directory
         key = f"{cmd.node}:{cmd.conn}"
         entropy = SeededEntropy(cmd.seed)
+        # This node's clock, not the command's: users, groups and ids depend only on the
+        # commands and their seeds; time only paces ``contact`` frames, which each node
+        # does for its own sessions, against the clock its timer uses.
+        now = self.node.now()
         if cmd.op == "handle":
             try:
                 data = msgspec.json.decode(cmd.text or "null")
             except (msgspec.DecodeError, RecursionError):
                 data = None
-            failed = self._carry_out(directory.handle(key, cmd.arg, data, now=cmd.time,
+            failed = self._carry_out(directory.handle(key, cmd.arg, data, now=now,
                                                       entropy=entropy))
             refs = self._refs.get(key) if cmd.node == str(self.node.backplane.node_id) else None
             if refs:
@@ -116,13 +160,15 @@ class ChatShell:
                 conn = self.sessions.get(key)
                 if ref is not None and conn is not None:
                     conn.send_ack(ref, failed)
+            if cmd.node == str(self.node.backplane.node_id):
+                self._settle(key)
         elif cmd.op == "disconnect":
-            self._carry_out(directory.disconnect(key, now=cmd.time, entropy=entropy))
+            self._carry_out(directory.disconnect(key, now=now, entropy=entropy))
         elif cmd.op == "node_gone":
             prefix = cmd.arg + ":"
             for session in directory.sessions():
                 if session.startswith(prefix):
-                    self._carry_out(directory.disconnect(session, now=cmd.time,
+                    self._carry_out(directory.disconnect(session, now=now,
                                                          entropy=entropy))
         if not directory.sessions():
             self.directory = Directory()  # (nothing in it matters to anyone any more)
@@ -143,6 +189,10 @@ class ChatShell:
             conn.close(1011, "the chat's state was lost here; reconnect")
         self.sessions.clear()
         self._refs.clear()
+        self._inflight.clear()
+        for settled in self._settled.values():
+            settled.set()
+        self._settled.clear()
         self.directory = Directory()
 
     def refused(self, cmd: PlaceCommand) -> None:

@@ -38,7 +38,7 @@ from relay.transport.http1 import HttpConnection
 from relay.transport.observer import ObserverConnection
 from relay.transport.reading import CLOSE_REASONS
 from relay.transport.signaling import SignalingConnection
-from relay.transport.sio_handshake import parse_query
+from relay.transport.sio_handshake import SessionState, parse_query
 from relay.transport.sio_handshake import refusal as sio_refusal
 
 if TYPE_CHECKING:
@@ -89,14 +89,15 @@ class Listener:
             delay = 0.01
             nursery.start_soon(self.handle_tcp, stream)
 
-    async def handle_tcp(self, stream: trio.SocketStream) -> None:
-        """One TCP connection, from its first byte to its close: a failure boundary."""
+    async def handle_tcp(self, stream: trio.SocketStream, received: bytes = b"") -> None:
+        """One TCP connection, from its first byte to its close: a failure boundary.
+        ``received``: bytes another node of this host read from it before handing it over."""
         try:
             ip = sys.intern(stream.socket.getpeername()[0])  # one string per client address
         except OSError:
             ip = "?"
         try:
-            await self._route(stream, ip)
+            await self._route(stream, ip, received)
         except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass  # the peer went away (a reset during the handshake is ordinary)
         except* Exception:
@@ -106,11 +107,12 @@ class Listener:
                 scope.shield = True
                 await stream.aclose()
 
-    async def _route(self, stream: trio.SocketStream, peer: str) -> None:
+    async def _route(self, stream: trio.SocketStream, peer: str, received: bytes = b""
+                     ) -> None:
         """HTTP/1.1 requests on one connection (kept alive between Engine.IO polls) until it
         closes or upgrades to a WebSocket."""
         node = self.node
-        http = HttpConnection(stream)
+        http = HttpConnection(stream, received)
         while True:
             request = await http.next_request()
             if request is None:
@@ -151,6 +153,14 @@ class Listener:
         if path in SIO_PATHS:
             query = parse_query(request.query)
             state = node.polling.state(query.sid)
+            if state is SessionState.UNKNOWN and query.sid and origin_ok:
+                # §3.2 across nodes: the session lives on another node. Of this host, that
+                # node takes the socket and answers the upgrade itself; otherwise (another
+                # host) the upgrade is refused below and the client keeps polling.
+                owner = await node.backplane.session_node(query.sid)
+                if owner is not None and await node.backplane.give_upgrade(
+                        owner, http.stream.socket.fileno(), request.raw + request.trailing):
+                    return
             refused = sio_refusal(request.method, True, query, polling=True, state=state,
                                   origin_ok=origin_ok)
             if refused is not None:
@@ -222,6 +232,13 @@ class Listener:
             conn = observer
         del request, http  # the handshake is not kept for the connection's lifetime
         await self.serve(conn)
+
+    async def adopt_http(self, fd: int, received: bytes) -> None:
+        """Serve a socket another node of this host handed over with a request it read
+        (an upgrade for one of our polling sessions), as if accepted here."""
+        raw = socket.socket(fileno=fd)
+        raw.setblocking(False)
+        await self.handle_tcp(trio.SocketStream(trio.socket.from_stdlib_socket(raw)), received)
 
     async def adopt(self, fd: int, endpoint: str, session: dict[str, Any], event: str,
                     data: Any, ref: Ref | None) -> None:

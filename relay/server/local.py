@@ -86,6 +86,9 @@ class LocalBackplane:
     async def register_session(self, sid: str) -> None:
         pass
 
+    async def give_upgrade(self, node: str, fd: int, received: bytes) -> bool:
+        return False
+
     def forget_session(self, sid: str) -> None:
         pass
 

@@ -213,8 +213,7 @@ class RelayServer:
     def observer_event(self, conn: Peer, event: str, data: Any, ref: Ref | None
                        ) -> Awaitable[None] | None:
         if self.chat.routes(conn, event):  # the chat app's events (§9.10)
-            self.chat.handle(conn, event, data, ref)
-            return None
+            return self.chat.handle(conn, event, data, ref)
         return self.backplane.dispatch(conn, event, data, ref)  # type: ignore[no-any-return]
 
     def signaling_message(self, conn: Connection, text: str | None, binary: bool
@@ -289,6 +288,9 @@ class RelayServer:
     async def adopt(self, fd: int, endpoint: str, session: dict[str, Any], event: str,
                     data: Any, ref: Ref | None) -> None:
         await self.listener.adopt(fd, endpoint, session, event, data, ref)
+
+    async def adopt_http(self, fd: int, received: bytes) -> None:
+        await self.listener.adopt_http(fd, received)
 
     # -- /ws dialect -------------------------------------------------------------------
     def signaling_here(self, conn: Any, text: str | None, binary: bool) -> None:

@@ -78,6 +78,9 @@ class Request:
     body_announced: bool = False
     #: The client spoke HTTPS to a trusted proxy (``X-Forwarded-Proto``), set by routing.
     https: bool = False
+    #: The head as received (set by ``HttpConnection``): what a node passes on with the
+    #: socket when another node of this host must answer the request (an upgrade).
+    raw: bytes = b""
 
     @property
     def is_upgrade(self) -> bool:

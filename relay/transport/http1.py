@@ -37,9 +37,13 @@ class BodyTooLarge(Exception):
 
 
 class HttpConnection:
-    def __init__(self, stream: trio.SocketStream) -> None:
+    def __init__(self, stream: trio.SocketStream, received: bytes = b"") -> None:
+        """``received``: bytes already read from ``stream`` (a request head another node
+        of this host passed on with the socket), parsed before anything is read."""
         self.stream = stream
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD)
+        if received:
+            self._h11.receive_data(received)
         self._requests = 0
         self.pipelined = False  # the client sent more than the current request
 
@@ -62,7 +66,8 @@ class HttpConnection:
 
     async def _head(self) -> Request | None:
         h = self._h11
-        received = len(h.trailing_data[0])
+        raw = bytearray(h.trailing_data[0])
+        received = len(raw)
         while True:
             try:
                 event = h.next_event()
@@ -73,6 +78,7 @@ class HttpConnection:
                 if not data:
                     return None
                 received += len(data)
+                raw += data
                 h.receive_data(data)
                 continue
             if not isinstance(event, h11.Request):
@@ -80,7 +86,9 @@ class HttpConnection:
             trailing = bytes(h.trailing_data[0])
             if received - len(trailing) > MAX_REQUEST_HEAD:
                 raise Refused
-            return request_of(event, trailing)
+            request = request_of(event, trailing)
+            request.raw = bytes(raw[:len(raw) - len(trailing)])
+            return request
 
     async def _read(self) -> bytes:
         try:
