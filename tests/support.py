@@ -29,7 +29,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, connect_websocket_url
@@ -269,7 +269,7 @@ class RawClient:
         with trio.fail_after(timeout):
             while not out or not (out[-1]["event"] == "ack" and out[-1].get("ref") == ref):
                 got = await self.frames(timeout=timeout, count=1)
-                assert got, f"closed ({self.close_code}) before the ack of {event}: {out}"
+                assert got, f"no ack of {event} (close code {self.close_code}): {out}"
                 out += got
         return out
 
@@ -344,15 +344,12 @@ async def nothing_before_sentinel(*clients: Sentinelled) -> None:
     must receive nothing before its answer. This covers what an event caused on other
     connections once that event has been handled: it was acknowledged or answered, or it
     was sent by a client listed before (whose sentinel is answered before the next one is
-    sent — a connection's events are handled in order).
+    sent — a connection's events are handled in order). That holds on one node, where an
+    event's frames for every connection are queued while it is handled; frames that cross
+    nodes (the Redis backplane) may still be on their way.
     """
     for client in clients:
         await client.nothing_before_sentinel()
-
-
-async def quiet(*clients: Sentinelled, timeout: float = 0.0) -> None:
-    """Old name of ``nothing_before_sentinel`` (``timeout`` is ignored: no window)."""
-    await nothing_before_sentinel(*clients)
 
 
 async def fails(client: Client, event: str, data: Any, code: str) -> dict[str, Any]:
@@ -667,7 +664,7 @@ class SioRecorder(Recorded):
     async def _disconnect(self, reason: Any = None) -> None:
         self.disconnects.append(reason)
 
-    async def connect(self, url: str, transports: list[str] | None = None) -> SioRecorder:
+    async def connect(self, url: str, transports: list[str] | None = None) -> Self:
         await self.sio.connect(url, transports=transports or ["websocket"],
                                wait_timeout=SIO_TIMEOUT)
         return self
