@@ -2,7 +2,7 @@
 reference server running the seed's events, same wire, same run.
 
     python -m bench.chat [--quick] [--users 2000] [--login-window 10] [--rate 200]
-                         [--duration 20] [--servers ours,reference] [--out DIR]
+                         [--duration 20] [--servers ours,reference] [--rounds 1] [--out DIR]
 
 The workload, for each server in turn (a fresh server pinned to CPU 0, a fresh generator
 pinned to CPU 1, as ``bench.run`` does):
@@ -579,6 +579,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--direct-share", type=float, default=0.7)
     parser.add_argument("--rss-limit-mb", type=int, default=4096)
     parser.add_argument("--servers", default="ours,reference")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure each server this many times, alternating the order")
     parser.add_argument("--out", default=str(bench_run.RESULTS))
     args = parser.parse_args(argv)
     params = {
@@ -592,14 +594,17 @@ def main(argv: list[str] | None = None) -> None:
     timeout = (120 + params["login_window"] + params["login_drain"] + params["duration"]
                + params["warmup"] + params["groups"] * 60 / 10)
     results: dict[str, dict[str, Any]] = {}
-    for name in args.servers.split(","):
-        kind = SERVERS[name.strip()]
-        bench_run.log(f"chat: {kind.label} ...")
-        results[kind.name] = measure(kind, params, timeout)
-        login = results[kind.name].get("login", {})
-        bench_run.log(f"  {kind.name}: logins ok={login.get('logins_ok')} contact frames/"
-                      f"login={login.get('contact_frames_per_login')} "
-                      f"{results[kind.name].get('error', '')}")
+    names = [name.strip() for name in args.servers.split(",")]
+    for r in range(args.rounds):
+        for name in names if r % 2 == 0 else names[::-1]:  # alternate the order
+            kind = SERVERS[name]
+            column = kind.name if args.rounds == 1 else f"{kind.name} #{r + 1}"
+            bench_run.log(f"chat: {kind.label} ({column}) ...")
+            results[column] = measure(kind, params, timeout)
+            login = results[column].get("login", {})
+            bench_run.log(f"  {column}: logins ok={login.get('logins_ok')} contact frames/"
+                          f"login={login.get('contact_frames_per_login')} "
+                          f"{results[column].get('error', '')}")
     print(table(results, params))
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
