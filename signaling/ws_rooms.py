@@ -12,6 +12,7 @@ enforced, users learn when their host leaves, and membership is never left half-
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -53,6 +54,8 @@ from signaling.ws_frames import (
     rate_limited_frame,
     type_label,
 )
+
+log = logging.getLogger("relay.server")  # §1.1: rooms created and removed, at INFO
 
 __all__ = [
     "MESSAGE_TYPES",
@@ -266,6 +269,7 @@ class SignalingHub:
         conn.room, conn.is_host, conn.name = None, False, ""
         if room.host is None and not room.users:
             del self._rooms[room.room_id]
+            log.info("room removed", extra={"room": room.room_id, "endpoint": "ws"})
         return out
 
     def _create_room(self, conn_id: int, conn: _Conn, message: Frame) -> list[Outgoing]:
@@ -275,6 +279,7 @@ class SignalingHub:
         out = self._leave(conn)
         room = _Room(room_id=self._new_room_id(), host=conn_id, host_name=name)
         self._rooms[room.room_id] = room
+        log.info("room opened", extra={"room": room.room_id, "endpoint": "ws"})
         conn.room, conn.is_host, conn.name = room, True, name
         out.append((conn_id, {"type": "ROOM_CREATED", "roomid": room.room_id}))
         return out

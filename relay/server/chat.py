@@ -141,6 +141,7 @@ class ChatShell:
     # -- applying commands (every node, in the same order) ---------------------------------
     def apply(self, cmd: PlaceCommand) -> None:
         directory = self.directory
+        groups = directory.group_count
         key = f"{cmd.node}:{cmd.conn}"
         entropy = SeededEntropy(cmd.seed)
         # This node's clock, not the command's: users, groups and ids depend only on the
@@ -170,6 +171,10 @@ class ChatShell:
                 if session.startswith(prefix):
                     self._carry_out(directory.disconnect(session, now=now,
                                                          entropy=entropy))
+        if cmd.node == str(self.node.backplane.node_id) and directory.group_count != groups:
+            # §1.1: rooms created and removed (a chat group is one; logged by one node)
+            log.info("chat group created" if directory.group_count > groups
+                     else "chat group removed", extra={"groups": directory.group_count})
         if not directory.sessions():
             self.directory = Directory()  # (nothing in it matters to anyone any more)
         self._wake.set()

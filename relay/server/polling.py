@@ -256,8 +256,9 @@ class Polling:
                 log.info("connection closed", extra={
                     "conn": session.conn_id, "endpoint": "socketio", "transport": "polling",
                     "ip": session.ip, "code": session.close_code or 1006,
-                    "reason": session.close_reason})
-                reason = "normal" if session.close_code in (None, 1000) else "polling"
+                    "reason": session.close_reason,
+                    "duration": round(trio.current_time() - session.opened, 3)})
+                reason = "normal" if session.close_code in (None, 1000) else "protocol"
                 node.metrics.inc("observer_disconnects", _reason(session.close_code, reason))
 
     def shutdown(self) -> None:

@@ -176,7 +176,7 @@ class SpaceShell:
             return
         if not runtime.clients and runtime.empty_since is None:
             runtime.empty_since = now
-        self._carry_out(runtime, actions)
+        self._carry_out(runtime, actions, counted=cmd.node == self.me)
 
     def _open(self, name: str) -> SpaceRuntime:
         runtime = SpaceRuntime(Space(name, self.settings))
@@ -250,7 +250,10 @@ class SpaceShell:
         if conn is not None:
             conn.close(1011, "the backplane is not reachable; reconnect")
 
-    def _carry_out(self, runtime: SpaceRuntime, actions: list[Action]) -> None:
+    def _carry_out(self, runtime: SpaceRuntime, actions: list[Action], *,
+                   counted: bool = True) -> None:
+        """Deliver to this node's connections; count (and log error answers) only for a
+        command this node issued, so that the cluster counts each event once."""
         metrics = self.node.metrics
         conns = runtime.conns
         for action in actions:
@@ -265,9 +268,12 @@ class SpaceShell:
                         frame = frames[conn.shape] = text_frame(action.frame.render(conn.shape))
                     metrics.message_out("chatroom", action.frame.type)
                     conn.push(frame)
-            elif isinstance(action, Counted):
+            elif isinstance(action, Counted) and counted:
                 if action.metric == "observer_errors_total":
                     metrics.error(action.label)
+                    log.debug("error answer", extra={"code": action.label,
+                                                     "endpoint": "chatroom",
+                                                     "space": runtime.space.name})
                 elif action.metric == "observer_messages_in_total":
                     metrics.message_in("chatroom", action.label)
                 else:

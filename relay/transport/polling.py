@@ -40,7 +40,7 @@ class PollingSession(ObserverFraming, Outbox):
     __slots__ = (
         "_closing", "_final", "_flush_deadline", "_last_poll", "_limiter", "_noop",
         "_polling", "_unsent", "_wake", "close_code", "codec", "conn_id", "connect_deadline",
-        "ended", "hb_slot", "host", "ip", "ping_due", "pong_deadline", "released",
+        "ended", "hb_slot", "host", "ip", "opened", "ping_due", "pong_deadline", "released",
         "remote_owner", "session", "settings", "upgraded", "upgrading",
     )
 
@@ -56,6 +56,7 @@ class PollingSession(ObserverFraming, Outbox):
         now = trio.current_time()
         self.host = host
         self.settings = settings
+        self.opened = now  # (for the duration in the log line of its end)
         self.ip = ip
         self.codec = codec
         self.session = Session(ip=ip, device=device, framing="socketio")
