@@ -1579,3 +1579,56 @@ async def test_login_burst_across_nodes_is_coalesced(nursery: trio.Nursery,
     counts, span = out["counts"], out["span"]
     assert max(counts) <= span / 0.1 + 2, (counts, span)
     assert sum(counts) <= 6 * BURST, (sum(counts), counts, span)
+
+
+async def redis_command(url: str, *args: str) -> bytes:
+    """One RESP command to the Redis at ``url`` (redis://127.0.0.1:PORT...); its raw reply."""
+    port = int(url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        parts = [f"*{len(args)}\r\n".encode()]
+        for arg in args:
+            parts.append(f"${len(arg.encode())}\r\n{arg}\r\n".encode())
+        await stream.send_all(b"".join(parts))
+        reply = b""
+        with trio.fail_after(5):
+            while not reply.endswith(b"\r\n"):
+                reply += await stream.receive_some(65536)
+        return reply
+
+
+@pytest.mark.xfail(strict=True, reason="the places' log (Redis stream or:places) is trimmed "
+                   "only below the oldest live place's birth (relay/cluster/places.py "
+                   "trim_point): the chat directory lives as long as any chat session is "
+                   "connected, so every chat command ever issued, each message's text "
+                   "included, stays in Redis and is replayed by every node that starts "
+                   "later; the log grows without bound on a chat that is never empty")
+async def test_the_places_log_does_not_keep_every_chat_message(
+        start_relay: StartRelay, nursery: trio.Nursery, redis_url: str,  # noqa: F811
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the trimming periods shortened (TRIM_AGE 1 s), two users who stay online and
+    exchange 300 messages: a few seconds later the log holds what rebuilds the directory
+    (a few entries), not the 300 messages."""
+    import relay.cluster.places as places
+
+    monkeypatch.setattr(places, "TRIM_AGE", 1.0)
+    monkeypatch.setattr(places, "TRIM_INTERVAL", 0.3)
+    monkeypatch.setattr(places, "POSITION_INTERVAL", 0.3)
+    relay = await start_relay(backplane_url=redis_url, rate_limit_rate=10_000.0,
+                              rate_limit_burst=10_000.0)
+    key = relay.server.backplane.bp.places_key()
+    x, y = await raw_sio(nursery, relay.url), await raw_sio(nursery, relay.url)
+    uids = []
+    for ws, name in ((x, "X"), (y, "Y")):
+        await ws.send_message('421["login",{"username":"' + name + '"}]')
+        packets = await raw_packets(ws, 1)
+        uids.append(json.loads(packets[0][2:])[1]["userid"])
+    for i in range(300):
+        message = {"sender": uids[0], "receiver": uids[1], "message": f"private {i}"}
+        await x.send_message('42["message",' + json_text(message) + "]")
+    await drain(y, 1.0)
+    await trio.sleep(3.0)  # several trim rounds after TRIM_AGE
+    await drain(x)
+    await drain(y)
+    length = int((await redis_command(redis_url, "XLEN", key)).strip()[1:])
+    assert length < 50, f"{length} entries in {key} for 2 users and no group"
