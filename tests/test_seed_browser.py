@@ -303,3 +303,43 @@ async def test_page_with_default_transports_and_the_cookie(
         assert (errors, updates) == ([], [seen["room_id"]])
     else:
         assert (errors, updates) == ([("bad_token", "room/rehost")], [])
+
+
+async def test_teacher_page_on_another_site_keeps_no_cookie(
+        relay: Relay, static_site: str) -> None:
+    """The cookie is ``SameSite=Lax``: a page on another *site* than the relay (here
+    ``localhost`` against ``127.0.0.1``) gets no device cookie from its WebSocket upgrade,
+    so its reload cannot take the room back (``bad_token``). observer_front must be served
+    from the relay's site (e.g. through the same nginx server) for §4.6 to help it."""
+    from playwright.sync_api import sync_playwright
+
+    server = f"http://127.0.0.1:{relay.server.relay_port}"
+    page_url = static_site.replace("127.0.0.1", "localhost") + "/teacher.html"
+
+    def browse() -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                         args=["--headless", *CHROMIUM_ARGS])
+            try:
+                context = browser.new_context()
+                context.add_init_script(f"localStorage.setItem('SERVER', {server!r});")
+                page = context.new_page()
+                page.goto(page_url)
+                page.wait_for_function("() => window.__log.some(e => e.connect)")
+                page.click("#create")
+                page.wait_for_function("() => localStorage.getItem('ROOM_ID') !== null")
+                seen["cookies"] = context.cookies()
+                page.reload()
+                page.wait_for_function(
+                    "() => window.__log.some(e => e.event === 'room/update'"
+                    " || e.event === 'error')", timeout=5000)
+                seen["reloaded"] = settle(page)
+            finally:
+                browser.close()
+        return seen
+
+    seen = await trio.to_thread.run_sync(browse)
+    assert seen["cookies"] == []
+    assert [(e["data"]["code"], e["data"]["event"]) for e in seen["reloaded"]
+            if e.get("event") == "error"] == [("bad_token", "room/rehost")]

@@ -195,3 +195,30 @@ async def test_forwarded_https_makes_the_cookie_secure(start_relay: StartRelay,
     value = COOKIE_FIELD.match(poller.set_cookies[0]).group(1)  # type: ignore[union-attr]
     assert await upgrade("/observer", [*xff(A, "https"),
                                        ("Cookie", f"observer_device={value}")]) == []
+
+
+async def test_forwarded_for_on_several_header_lines(start_relay: StartRelay) -> None:
+    """A proxy that adds its own ``X-Forwarded-For`` line after the client's (HAProxy's
+    ``option forwardfor``) instead of appending to it: the lines form one list (RFC 9110
+    §5.3), so the client's own line cannot name the client — on both ports."""
+    relay = await start_relay(trusted_proxies=["127.0.0.1"], join_failure_limit=2)
+    host, created = await relay.host()
+    lines = [("X-Forwarded-For", "6.6.6.6"), ("X-Forwarded-For", A)]
+    for _ in range(2):
+        client = await relay.client(extra_headers=lines)
+        await client.fail("room/join", {"room_id": NO_ROOM, "name": "Eve"}, "room_not_found")
+        await client.aclose()
+    await join_fails(relay, A, "rate_limited", created["room_id"])
+    await join_fails(relay, "6.6.6.6", "room_not_found")
+    web_port = relay.server.web_port
+    target = f"/api/rooms/{created['room_id']}/stats?key={created['stats_key']}"
+    assert (await Http.request(web_port, "GET", target, lines))[0] == 429
+    assert (await Http.request(web_port, "GET", target, xff(A)))[0] == 429
+    assert (await Http.request(web_port, "GET", target, xff("6.6.6.6")))[0] == 200
+    # The web port's own 404s count for the client of the last line too.
+    other = [("X-Forwarded-For", "6.6.6.6"), ("X-Forwarded-For", B)]
+    for status in (404, 404, 429):
+        assert (await Http.request(web_port, "GET", f"/api/rooms/{NO_ROOM}/stats?key=x",
+                                   other))[0] == status
+    await join_fails(relay, B, "rate_limited", created["room_id"])
+    await host.aclose()
