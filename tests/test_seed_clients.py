@@ -736,11 +736,6 @@ async def test_browser_student_with_its_cookie_is_reattached(nursery: trio.Nurse
     await teacher.aclose()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "§4.6: the WebSocket upgrade of a polling session is a successful upgrade on /socket.io/ "
-    "and must set the device cookie when its request carries none; the relay sets a cookie "
-    "only on upgrades that open a new session (relay/server/listen.py _upgrade: "
-    "`session is None`)"))
 async def test_upgrade_of_a_polling_session_sets_the_cookie(nursery: trio.Nursery,
                                                             server: tuple[str, int]) -> None:
     """§4.6 sets the cookie on "every successful WebSocket upgrade and polling handshake on

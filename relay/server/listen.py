@@ -202,6 +202,11 @@ class Listener:
                 cookie = new_device_cookie()
                 fields.append(set_cookie(cookie, request.https))
             device = device_id(cookie)
+        elif (session is not None and session.issued_cookie is not None
+              and device_cookie(request.headers) is None):
+            # An upgrade of a polling session (§4.6: every upgrade on /socket.io/ whose
+            # request carries no cookie): the cookie of the session's device, again.
+            fields.append(set_cookie(session.issued_cookie, request.https))
         if chatroom:
             assert space is not None and shape is not None
             try:  # (the space is reserved from its refusal check until the connection ends)

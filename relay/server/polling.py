@@ -136,14 +136,16 @@ class Polling:
             await http.respond(429, [JSON, *fields], b'{"error":"too_many_connections"}')
             return False
         codec = node.codec_for("socketio")
-        device = None
+        device = issued = None
         if node.config.device_cookie:
             cookie = device_cookie(request.headers)
             if cookie is None:
-                cookie = new_device_cookie()
+                cookie = issued = new_device_cookie()
                 fields = [*fields, set_cookie(cookie, getattr(request, "https", False))]
             device = device_id(cookie)
         session = PollingSession(node, node.settings, ip, codec, device)
+        # (the upgrade sets it again for a client that did not keep it, §4.6)
+        session.issued_cookie = issued
         self._register(session)
         try:
             await node.backplane.register_session(codec.sid)

@@ -40,7 +40,7 @@ class PollingSession(ObserverFraming, Outbox):
     __slots__ = (
         "_closing", "_final", "_flush_deadline", "_last_poll", "_limiter", "_noop",
         "_polling", "_unsent", "_wake", "close_code", "codec", "conn_id", "connect_deadline",
-        "ended", "hb_slot", "host", "ip", "opened", "ping_due", "pong_deadline", "released",
+        "ended", "hb_slot", "host", "ip", "issued_cookie", "opened", "ping_due", "pong_deadline", "released",
         "remote_owner", "session", "settings", "upgraded", "upgrading",
     )
 
@@ -57,6 +57,9 @@ class PollingSession(ObserverFraming, Outbox):
         self.host = host
         self.settings = settings
         self.opened = now  # (for the duration in the log line of its end)
+        #: The device cookie this session's handshake issued (the value, which only the
+        #: transport sees): its upgrade sets it again when the request does not carry it.
+        self.issued_cookie: str | None = None
         self.ip = ip
         self.codec = codec
         self.session = Session(ip=ip, device=device, framing="socketio")
