@@ -907,27 +907,35 @@ async def test_login_on_polling_followed_across_the_upgrade_then_dropped(
     """A session logs in on long-polling (as socket.io-client in a browser usually does,
     before its upgrade), upgrades, gets messages on the WebSocket, and its connection then
     drops without a close frame: the others' contact drops the user."""
+    port = relay.server.relay_port
+    sid = await login_on_polling_then_upgrade(nursery, port, port, port,
+                                              lambda: relay.server.chat.users())
+    assert sid not in relay.server.polling.sessions
+
+
+async def login_on_polling_then_upgrade(nursery: trio.Nursery, poll_port: int, ws_port: int,
+                                        watcher_port: int, users: Any = None) -> str:
+    """The scenario above: the session polls on ``poll_port``, upgrades on ``ws_port``, a
+    watcher is on ``watcher_port``; returns the Engine.IO sid."""
     from tests.polling_support import Sio, parse_event
 
-    port = relay.server.relay_port
-    watcher = await relay.client("/socket.io/?EIO=4&transport=websocket")
-    assert (await watcher.ws.get_message()).startswith("0")
-    await watcher.ws.send_message('40')
-    assert (await watcher.ws.get_message()).startswith("40")
+    watcher = await raw_sio(nursery, f"ws://127.0.0.1:{watcher_port}")
 
     async def watcher_next() -> tuple[str, Any]:
         while True:
-            packet = await watcher.ws.get_message()
+            packet = await watcher.get_message()
+            if packet == "2":
+                await watcher.send_message("3")
             parsed = parse_event(packet)
             if parsed is not None:
                 return parsed
 
-    await watcher.ws.send_message('42["login",{"username":"Watcher"}]')
+    await watcher.send_message('42["login",{"username":"Watcher"}]')
     answer = await watcher_next()
     watcher_id = answer[1]["userid"]
     assert (await watcher_next())[0] == "contact"
 
-    sio = await Sio(port).open(nursery)
+    sio = await Sio(poll_port).open(nursery)
     await sio.connect()
     await sio.emit("login", {"username": "Poller"})
     answer = await sio.next_event("login-response")
@@ -935,25 +943,30 @@ async def test_login_on_polling_followed_across_the_upgrade_then_dropped(
     uid = answer["userid"]
     assert await sio.next_event("contact") is not None
     assert sio.events("polling")[0][0] == "login-response"  # it came on the long-poll
-    event, state = await watcher_next()
-    assert event == "contact" and set(state["person"]) == {watcher_id, uid}
+    with trio.fail_after(5):
+        while True:
+            event, state = await watcher_next()
+            if event == "contact" and set(state["person"]) == {watcher_id, uid}:
+                break
 
     # The upgrade: 2probe/3probe, the pending GET gets 6, then 5.
     sio.pause()
-    ws = await connect_ws(nursery, port, sio.sid)
+    ws = await connect_ws(nursery, ws_port, sio.sid)
     await ws.send_message("2probe")
     assert await ws.get_message() == "3probe"
     with trio.fail_after(5):
         await sio.stopped.wait()
     await ws.send_message("5")
     await trio.sleep(0.05)
-    assert sio.sid in relay.server.polling.upgraded
 
     message = {"sender": watcher_id, "receiver": uid, "message": "to the websocket"}
-    await watcher.ws.send_message('42["message",' + json_text(message) + "]")
+    await watcher.send_message('42["message",' + json_text(message) + "]")
     with trio.fail_after(5):
         while True:
-            parsed = parse_event(await ws.get_message())
+            packet = await ws.get_message()
+            if packet == "2":
+                await ws.send_message("3")
+            parsed = parse_event(packet)
             if parsed is not None:
                 break
     assert parsed == ("message", message)
@@ -968,8 +981,25 @@ async def test_login_on_polling_followed_across_the_upgrade_then_dropped(
         event, state = await watcher_next()
     assert event == "contact" and state == {"person": {watcher_id: {watcher_id: "Watcher"}},
                                             "group": {}}
-    assert relay.server.chat.users() == 1
+    if users is not None:
+        assert users() == 1
     await watcher.aclose()
+    return sio.sid
+
+
+async def test_login_on_polling_then_upgrade_on_the_other_node(
+        nursery: trio.Nursery, redis_url: str) -> None:  # noqa: F811
+    """As above on two nodes of one host: the session polls on node A, its WebSocket
+    upgrade reaches node B (handed to A), and the watcher sits on node B."""
+    from tests.cluster_support import start_node
+
+    a, b = await start_node(nursery, redis_url), await start_node(nursery, redis_url)
+    try:
+        await login_on_polling_then_upgrade(nursery, a.port, b.port, b.port)
+    finally:
+        for node in (a, b):
+            if node.process.returncode is None:
+                node.process.terminate()
 
 
 async def test_polling_session_that_stops_polling_is_logged_out(start_relay: StartRelay,
