@@ -183,6 +183,7 @@ class Deliveries:
     pending: dict[int, int] = field(default_factory=dict)  # key -> deliveries still due
     measured: dict[int, bool] = field(default_factory=dict)
     samples: list[int] = field(default_factory=list)
+    arrivals: list[int] = field(default_factory=list)
     sent: int = 0
     expected: int = 0
     received: int = 0
@@ -208,7 +209,9 @@ class Deliveries:
             return
         self.received += 1
         if self.measured.get(key):
-            self.samples.append(_now() - sent)
+            now = _now()
+            self.samples.append(now - sent)
+            self.arrivals.append(now)
         if left <= 1:
             del self.pending[key]
         else:
@@ -220,6 +223,14 @@ class Deliveries:
         out["p90_ms"] = lg._round(lg.percentile(values, 90))
         out["p95_ms"] = lg._round(lg.percentile(values, 95))
         out["over_50ms"] = sum(1 for v in values if v > 50)
+        if self.arrivals:  # the worst latency (ms) of each second: where spikes happened
+            start = self.arrivals[0]
+            worst: dict[int, int] = {}
+            for at, lat in zip(self.arrivals, self.samples, strict=True):
+                second = (at - start) // 1_000_000_000
+                worst[second] = max(worst.get(second, 0), lat)
+            out["worst_per_second_ms"] = [round(worst.get(i, 0) / 1e6, 1)
+                                          for i in range(max(worst) + 1)]
         out.update(messages=self.sent, deliveries_expected=self.expected,
                    deliveries=self.received, lost=sum(self.pending.values()),
                    unexpected=self.unexpected)
@@ -361,6 +372,9 @@ async def chat_load(port: int, sampler: lg.ProcSampler, *, users: int, login_win
         "sampled_sessions_with_final_contact": f"{finals}/{len(sample)}",
         "login_response": lg.summarize(latencies),
         "peak_rss_mb": round(limits.peak_rss / 2**20),
+        "sessions_closed_by_server": sum(1 for c in clients if not c.alive),
+        "close_codes": sorted({c.close_code for c in clients
+                               if not c.alive and c.close_code is not None}),
         **{k: phase[k] for k in ("seconds", "server_cpu_s", "server_cpu_pct",
                                  "generator_cpu_pct", "cpu0_other_pct", "cpu1_other_pct")},
     }
@@ -527,6 +541,8 @@ def table(results: dict[str, dict[str, Any]], params: dict[str, Any]) -> str:
                                                                       {}).get("p99_ms")),
         ("server CPU, login phase (s)", lambda r: r.get("login", {}).get("server_cpu_s")),
         ("login phase length (s)", lambda r: r.get("login", {}).get("seconds")),
+        ("sessions closed by the server, logins",
+         lambda r: r.get("login", {}).get("sessions_closed_by_server")),
         ("server peak RSS, logins (MiB)", lambda r: r.get("login", {}).get("peak_rss_mb")),
         ("messages sent / s", lambda r: r.get("messages", {}).get("rate_sent")),
         ("deliveries", lambda r: r.get("messages", {}).get("deliveries")),
