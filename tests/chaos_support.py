@@ -110,6 +110,9 @@ class Participant:
         self.attach_failures: Counter[str] = Counter()
         self.attaches = 0
         self.resyncs: list[dict[str, Any]] = []
+        self.live: set[str] = set()  # contents received outside an attach's replay
+        self.attached_at: list[float] = []  # when each resume succeeded
+        self.attaching = False
         self.fatal: str | None = None
         self.sending = True
         self._n = 0
@@ -128,6 +131,8 @@ class Participant:
                     sent.outcome, sent.code = "failed", frame["data"]["error"]["code"]
         elif event in ("message/to_client", "message/to_mentor"):
             self.got.append(frame["data"])
+            if not self.attaching:
+                self.live.add(frame["data"]["content"])
         elif event == "room/resync":
             self.resyncs.append(frame["data"])
 
@@ -142,6 +147,13 @@ class Participant:
     async def attach(self, node: Node | None = None, timeout: float = 45.0) -> bool:
         """Resume with ``last_seq`` until it succeeds; False on a definite refusal
         (``room_not_found`` and the like: recorded in ``fatal``)."""
+        self.attaching = True
+        try:
+            return await self._attach(node, timeout)
+        finally:
+            self.attaching = False
+
+    async def _attach(self, node: Node | None, timeout: float) -> bool:
         with trio.fail_after(timeout):
             while True:
                 target = node or self.rng.choice(self.nodes())
@@ -170,6 +182,7 @@ class Participant:
                     continue
                 if frame["data"].get("ok"):
                     self.attaches += 1
+                    self.attached_at.append(trio.current_time())
                     if conn.last_seq is None:
                         conn.last_seq = self.last_seq = self.last_seq or 0
                     return True
@@ -313,6 +326,7 @@ class Verdict:
     unanswered_absent: int = 0
     late_landings: int = 0  # unanswered events applied after a later event of their sender
     joins: dict[str, int] = field(default_factory=dict)
+    after: float | None = None  # events sent later had to be acknowledged ok
 
     def summary(self) -> str:
         return json.dumps({**self.counts, "joins": self.joins,
@@ -332,7 +346,7 @@ async def verify(host: Participant, students: list[Participant], ledger: list[Se
     ``after``: events sent after this moment must all be acknowledged ``ok``.
     """
     assert host.conn is not None
-    v = Verdict()
+    v = Verdict(after=after)
     if joins is not None:
         frames = await host.conn.call("steps/table", {}, timeout=30)
         for frame in frames:
