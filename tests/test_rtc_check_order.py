@@ -15,7 +15,7 @@ from tests.support import Relay, classroom, fails
 ])
 async def test_payload_errors_come_before_a_foreign_room_id(relay: Relay, event: str,
                                                             bad: dict[str, object]) -> None:
-    host, room_id, (student,) = await classroom(relay, "Ann")
+    _host, room_id, (student,) = await classroom(relay, "Ann")
     await fails(student, event, {"room_id": room_id + 1, **bad}, "invalid_payload")
     good = {"sdp": "v=0"} if event in ("rtc/offer", "rtc/answer") else (
         {"candidate": "c"} if event == "rtc/ice" else {})

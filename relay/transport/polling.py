@@ -40,8 +40,8 @@ class PollingSession(ObserverFraming, Outbox):
     __slots__ = (
         "_closing", "_final", "_flush_deadline", "_last_poll", "_limiter", "_noop",
         "_polling", "_unsent", "_wake", "close_code", "codec", "conn_id", "connect_deadline",
-        "ended", "hb_slot", "host", "ip", "issued_cookie", "opened", "ping_due", "pong_deadline", "released",
-        "remote_owner", "session", "settings", "upgraded", "upgrading",
+        "ended", "hb_slot", "host", "ip", "issued_cookie", "opened", "ping_due",
+        "pong_deadline", "released", "remote_owner", "session", "settings", "upgraded", "upgrading",
     )
 
     endpoint = "socketio"
