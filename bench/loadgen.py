@@ -7,6 +7,9 @@ with ``bytes.find`` and records the latency, and the key proves each message arr
 once. The generator runs as its own process (``python -m bench.loadgen W --params JSON``,
 started by ``bench.run`` on CPU 1) and prints one JSON object; it reads the server's CPU time
 and RSS from ``/proc/<server pid>`` over the same window.
+
+Students may also be Engine.IO long-polling clients (``bench.polling_client``, the same
+``Client`` interface): W1P (``polling_every``) and W2P (``polling``) of issue 16.
 """
 
 from __future__ import annotations
@@ -184,11 +187,15 @@ class Tracker:
         self.received = 0
         self.duplicates = 0
         self.next_key = 0
+        self.polled: set[int] = set()  # keys of messages with a polling client at one end
+        self.polled_samples: list[int] = []
 
-    def new(self, measured: bool) -> int:
+    def new(self, measured: bool, polled: bool = False) -> int:
         self.next_key += 1
         self.pending[self.next_key] = measured
         self.sent += 1
+        if polled:
+            self.polled.add(self.next_key)
         return self.next_key
 
     def got(self, message: bytes) -> None:
@@ -205,6 +212,8 @@ class Tracker:
             now = _now()
             self.samples.append(now - sent)
             self.arrivals.append(now)
+            if self.polled and key in self.polled:
+                self.polled_samples.append(now - sent)
 
     def result(self) -> dict[str, Any]:
         out = summarize(self.samples)
@@ -216,6 +225,8 @@ class Tracker:
 # --------------------------------------------------------------------------- the client
 class Client(asyncio.Protocol):
     """One raw WebSocket client speaking Socket.IO or the plain framing."""
+
+    polls = False  # Engine.IO long-polling (``bench.polling_client.PollingClient``)
 
     def __init__(self, framing: Framing, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
@@ -439,8 +450,13 @@ def pick_port(port: int | list[int]) -> int:
 
 
 async def connect(framing: Framing, host: str, port: int | list[int],
-                  timeout: float = CONNECT_TIMEOUT) -> Client:
+                  timeout: float = CONNECT_TIMEOUT, polling: bool = False) -> Client:
+    """A connected client; ``polling``: Engine.IO long-polling (``bench.polling_client``)."""
     port = pick_port(port)
+    if polling:
+        from .polling_client import connect_polling
+
+        return await connect_polling(host, port, timeout)
     loop = asyncio.get_running_loop()
     _, client = await asyncio.wait_for(
         loop.create_connection(lambda: Client(framing, host, port), host, port), timeout)
@@ -465,8 +481,10 @@ STEPS = _json([
 
 
 async def make_room(framing: Framing, host: str, port: int, students: int,
-                    gate: asyncio.Semaphore, tag: str, publish_steps: bool = True) -> Room:
-    """Host creates a room (and publishes steps); ``students`` students join it."""
+                    gate: asyncio.Semaphore, tag: str, publish_steps: bool = True,
+                    polls: Callable[[int], bool] | None = None) -> Room:
+    """Host creates a room (and publishes steps); ``students`` students join it (student
+    ``i`` on long-polling when ``polls(i)``)."""
     async with gate:
         h = await connect(framing, host, port)
         msg, _ = await h.call("room/create", _json({"name": "Teacher"}), b"room/created")
@@ -476,7 +494,7 @@ async def make_room(framing: Framing, host: str, port: int, students: int,
 
     async def join(i: int) -> tuple[Client, int, str]:
         async with gate:
-            s = await connect(framing, host, port)
+            s = await connect(framing, host, port, polling=polls is not None and polls(i))
             data = _json({"room_id": room.room_id, "name": f"{tag}s{i}"})
             msg, _ = await s.call("room/join", data, b"room/join")
             reply = s.data_of(msg or b"")
@@ -490,10 +508,16 @@ async def make_room(framing: Framing, host: str, port: int, students: int,
 
 
 async def make_rooms(framing: Framing, host: str, port: int, rooms: int, students: int,
-                     concurrency: int = 128, publish_steps: bool = True) -> list[Room]:
+                     concurrency: int = 128, publish_steps: bool = True,
+                     polls: Callable[[int, int], bool] | None = None) -> list[Room]:
+    """``polls(room, student)``: whether that student uses long-polling (else WebSocket)."""
     gate = asyncio.Semaphore(concurrency)
+
+    def in_room(r: int) -> Callable[[int], bool] | None:
+        return None if polls is None else (lambda i: polls(r, i))
+
     return list(await asyncio.gather(*(
-        make_room(framing, host, port, students, gate, f"r{i}", publish_steps)
+        make_room(framing, host, port, students, gate, f"r{i}", publish_steps, in_room(i))
         for i in range(rooms))))
 
 
@@ -551,12 +575,22 @@ class ClassroomLoad:
 
 async def classroom(framing: Framing, host: str, port: int, sampler: ProcSampler,
                     rooms: int, duration: float, warmup: float = 2.0, drain: float = 3.0,
-                    load: ClassroomLoad | None = None) -> dict[str, Any]:
-    """W1 (and W4 with ``load.rtc_rooms``): R rooms of 1 host + 30 students."""
+                    load: ClassroomLoad | None = None, polling_every: int = 0
+                    ) -> dict[str, Any]:
+    """W1 (and W4 with ``load.rtc_rooms``): R rooms of 1 host + 30 students.
+
+    W1P: with ``polling_every`` k, student i of room r uses long-polling when
+    (i + r) % k == 0 (k = 3: 10 of 30 per room; the sharer polls in every k-th room)."""
     load = load or ClassroomLoad()
     t_setup = time.monotonic()
+    polls = None
+    if polling_every:
+        k = polling_every
+
+        def polls(r: int, i: int) -> bool:
+            return (i + r) % k == 0
     try:
-        made = await make_rooms(framing, host, port, rooms, 30)
+        made = await make_rooms(framing, host, port, rooms, 30, polls=polls)
     except Exception as exc:
         return {"ok": False, "error": f"setup failed: {exc!r}", "rooms": rooms}
     setup_s = time.monotonic() - t_setup
@@ -655,12 +689,12 @@ async def classroom(framing: Framing, host: str, port: int, sampler: ProcSampler
             sharer = r.students[0]
             if elapsed >= next_update[i]:
                 next_update[i] += load.update_interval
-                key = to_host["code_update"].new(measured)
+                key = to_host["code_update"].new(measured, sharer.polls)
                 sharer.emit("sharing/code_update", with_room(r, upd_before) + marker(key)
                             + upd_after)
             if elapsed >= next_send[i]:
                 next_send[i] += load.send_interval
-                key = to_host["code_send"].new(measured)
+                key = to_host["code_send"].new(measured, sharer.polls)
                 sharer.emit("sharing/code_send", with_room(r, send_before) + marker(key)
                             + send_after)
             if i < load.rtc_rooms and elapsed >= next_rtc[i]:
@@ -673,9 +707,9 @@ async def classroom(framing: Framing, host: str, port: int, sampler: ProcSampler
         while acc["chat"] >= 1:
             acc["chat"] -= 1
             r = made[rng.randrange(rooms)]
-            key = to_host["chat"].new(measured)
-            r.students[rng.randrange(30)].emit(
-                "message/to_mentor", with_room(r, chat_before) + marker(key) + chat_after)
+            s = r.students[rng.randrange(30)]
+            key = to_host["chat"].new(measured, s.polls)
+            s.emit("message/to_mentor", with_room(r, chat_before) + marker(key) + chat_after)
         while acc["status"] >= 1:
             acc["status"] -= 1
             s = made[rng.randrange(rooms)].students[rng.randrange(30)]
@@ -685,8 +719,9 @@ async def classroom(framing: Framing, host: str, port: int, sampler: ProcSampler
         while acc["host"] >= 1:
             acc["host"] -= 1
             r = made[rng.randrange(rooms)]
-            uid = r.user_ids[rng.randrange(30)]
-            key = to_student.new(measured)
+            j = rng.randrange(30)
+            uid = r.user_ids[j]
+            key = to_student.new(measured, r.students[j].polls)
             r.host.emit("message/to_client", rid[id(r)] + b'"user_id":' + str(uid).encode()
                         + b"," + host_before[1:] + marker(key) + host_after)
         await asyncio.sleep(max(0.0, t0 + (int(elapsed / tick) + 1) * tick - time.monotonic()))
@@ -707,6 +742,15 @@ async def classroom(framing: Framing, host: str, port: int, sampler: ProcSampler
         "status": status, "dropped_connections": dropped, **cpu,
         "worst_ms_per_second": timeline(to_host.values(), measure_ns) if window else [],
     }
+    if polling_every:
+        from .polling_client import stats
+
+        result["polling"] = {
+            "students": sum(1 for c in clients if c.polls),
+            "student_to_host": summarize(
+                s for t in to_host.values() for s in t.polled_samples),
+            "host_to_student": summarize(to_student.polled_samples),
+            **stats(clients)}
     lost = sum(len(t.pending) for t in trackers) + max(0, status["sent"] - status["received"])
     dups = sum(t.duplicates for t in trackers)
     result["lost"] = lost
@@ -725,10 +769,13 @@ async def classroom(framing: Framing, host: str, port: int, sampler: ProcSampler
 # --------------------------------------------------------------------------- W2
 async def broadcast(framing: Framing, host: str, port: int, sampler: ProcSampler,
                     students: int, duration: float, warmup: float = 2.0,
-                    window: int = 16, size: int = 2048) -> dict[str, Any]:
-    """W2: the host publishes ``steps/all`` (~2 KiB) in a closed loop to ``students``."""
+                    window: int = 16, size: int = 2048, polling: bool = False
+                    ) -> dict[str, Any]:
+    """W2: the host publishes ``steps/all`` (~2 KiB) in a closed loop to ``students``
+    (W2P: every student on long-polling, the host on a WebSocket)."""
     try:
-        (room,) = await make_rooms(framing, host, port, 1, students, publish_steps=False)
+        (room,) = await make_rooms(framing, host, port, 1, students, publish_steps=False,
+                                   polls=(lambda r, i: True) if polling else None)
     except Exception as exc:
         return {"ok": False, "error": f"setup failed: {exc!r}"}
     progress = asyncio.Event()
@@ -754,6 +801,8 @@ async def broadcast(framing: Framing, host: str, port: int, sampler: ProcSampler
     for s, message in zip(room.students, first, strict=True):
         n = len(message)
         frame_len = n + (2 if n < 126 else 4 if n < 65536 else 10)
+        if s.polls:  # (counted per long-poll answer: packets of length n joined by \x1e)
+            frame_len = n
         s.start_counting(pattern, progress.set, frame_len if s.is_sio else 0, already=1)
     hostc = room.host
     counts = room.students
@@ -763,6 +812,7 @@ async def broadcast(framing: Framing, host: str, port: int, sampler: ProcSampler
     t_end = t_measure + duration
     base = 0
     cpu: CpuWindow | None = None
+    polls0 = 0
     while True:
         now = time.monotonic()
         if now >= t_end:
@@ -770,6 +820,7 @@ async def broadcast(framing: Framing, host: str, port: int, sampler: ProcSampler
         if cpu is None and now >= t_measure:
             cpu = CpuWindow(sampler)
             base = sum(c.count for c in counts)
+            polls0 = sum(getattr(c, "polls_answered", 0) for c in counts)
         slowest = min(c.count for c in counts)
         if sent - slowest < window:
             burst = window - (sent - slowest)
@@ -782,10 +833,15 @@ async def broadcast(framing: Framing, host: str, port: int, sampler: ProcSampler
     delivered = sum(c.count for c in counts) - base
     result = cpu.result() if cpu else {}
     dropped = closed_count([hostc, *counts])
-    out = {"ok": dropped == 0, "students": students, "published": sent,
+    out: dict[str, Any] = {
+           "ok": dropped == 0, "students": students, "published": sent,
            "deliveries_per_s": round(delivered / result.get("seconds", duration)),
            "deliveries_per_cpu_s": round(delivered / max(result.get("server_cpu_s", 0), 1e-3)),
            "message_bytes": len(payload), "dropped_connections": dropped, **result}
+    if polling:
+        answers = sum(getattr(c, "polls_answered", 0) for c in counts) - polls0
+        out["polling"] = {"poll_answers": answers,
+                          "deliveries_per_poll": round(delivered / max(answers, 1), 2)}
     await close_all([hostc, *counts])
     return out
 

@@ -1,6 +1,7 @@
 """Benchmark runner: Observer Relay against the python-socketio reference, same wire, same run.
 
     python -m bench.run [--quick] [--workloads W1,W2,W3,W4,W5] [--out DIR]
+    python -m bench.run --workloads W1P,W2P [--w1-half OURS[,REF]]   # long-polling (issue 16)
 
 Each measurement starts a fresh server pinned to CPU 0 (``taskset -c 0``) and a fresh load
 generator (``bench.loadgen``) pinned to CPU 1; servers are measured alternately. Prints a table
@@ -52,6 +53,10 @@ OURS_ENV = {
     "OBSERVER_RATE_LIMIT_BURST": "1000000",
     "OBSERVER_RATE_LIMIT_CLOSE_AFTER": "1000000",
     "OBSERVER_JOIN_FAILURE_LIMIT": "1000000",
+    # Every client comes from 127.0.0.1: the per-IP caps (2,000 connections, 50 rooms by
+    # default) would refuse any W1 above 50 rooms.
+    "OBSERVER_MAX_CONNECTIONS_PER_IP": "0",
+    "OBSERVER_MAX_ROOMS_PER_IP": "0",
     "OBSERVER_LOG_LEVEL": "WARNING",
 }
 
@@ -243,6 +248,13 @@ class Plan:
     # 600 rooms = 18,600 connections: the open-files limit here is 20,000 per process (a
     # hard limit even for root in this sandbox), for the server as for the generator.
     w1_cap: int = 600
+    # W1P: a polling student holds two connections (GET and POST), so a room takes 41
+    # sockets on each side instead of 31: 480 rooms = 19,680 of the 20,000 open files.
+    w1p_cap: int = 480
+    #: W1P's "half" room counts when W1 did not run in the same invocation (--w1-half):
+    #: half of each server's W1 maximum in the last full run of docs/performance.md
+    #: (Observer Relay ≥ 600 → 300, the reference 128 → 64).
+    w1_half: tuple[int, int] = (300, 64)
     w1_bisect: int = 2
     w1_max_trials: int = 9
     w1_duration: float = 20.0
@@ -262,20 +274,22 @@ class Plan:
         if not quick:
             return cls(quick=False)
         return cls(quick=True, w1_start=4, w1_bisect=0, w1_max_trials=2, w1_duration=3.0,
+                   w1_half=(6, 6),
                    w1_warmup=1.0, w2_duration=2.0, w2_warmup=1.0, w2_rounds=1,
                    w3_levels=(1000,), w3_window=2.0, w4_duration=3.0, w4_rtc_rooms=20,
                    w5_rooms=10)
 
 
-def search_rooms(plan: Plan) -> Generator[int, bool, int]:
+def search_rooms(plan: Plan, cap: int | None = None) -> Generator[int, bool, int]:
     """Yield room counts to try (send back whether each passed); return the largest pass."""
+    cap = plan.w1_cap if cap is None else cap
     best, failed, rooms, trials = 0, None, plan.w1_start, 0
-    while failed is None and rooms <= plan.w1_cap and trials < plan.w1_max_trials:
+    while failed is None and rooms <= cap and trials < plan.w1_max_trials:
         trials += 1
         if (yield rooms):
-            if rooms == plan.w1_cap:
+            if rooms == cap:
                 return rooms  # the largest R this machine can measure
-            best, rooms = rooms, min(rooms * 2, plan.w1_cap)
+            best, rooms = rooms, min(rooms * 2, cap)
         else:
             failed = rooms
     if failed is None:
@@ -306,10 +320,12 @@ def gc_note(result: dict[str, Any]) -> str:
     return f" GC max={worst:.0f} ms ({long} ≥ 50 ms)"
 
 
-def run_w1(plan: Plan, framing: dict[str, str]) -> dict[str, Any]:
-    """Largest R with p99 student→teacher ≤ 100 ms and nothing lost, both servers alternating."""
+def run_w1(plan: Plan, framing: dict[str, str], extra: dict[str, Any] | None = None,
+           cap: int | None = None, label: str = "W1") -> dict[str, Any]:
+    """Largest R with p99 student→teacher ≤ 100 ms and nothing lost, both servers alternating
+    (W1P: ``extra`` = the polling students' parameters, ``cap`` its room cap)."""
     kinds = [OURS, REFERENCE]
-    searches = {k.name: search_rooms(plan) for k in kinds}
+    searches = {k.name: search_rooms(plan, cap) for k in kinds}
     trying: dict[str, int | None] = {k.name: next(searches[k.name]) for k in kinds}
     best: dict[str, int] = {}
     trials: dict[str, list[dict[str, Any]]] = {k.name: [] for k in kinds}
@@ -318,21 +334,82 @@ def run_w1(plan: Plan, framing: dict[str, str]) -> dict[str, Any]:
             rooms = trying[kind.name]
             if rooms is None:
                 continue
-            params = {"rooms": rooms, "duration": plan.w1_duration, "warmup": plan.w1_warmup}
+            params = {"rooms": rooms, "duration": plan.w1_duration, "warmup": plan.w1_warmup,
+                      **(extra or {})}
             result = measure(kind, "W1", framing[kind.name], params,
                              classroom_timeout(rooms, plan.w1_duration))
             trials[kind.name].append(result)
-            log(f"  W1 {kind.name:10} R={rooms:4} ok={result.get('ok')} "
-                f"p99={result.get('student_to_host', {}).get('p99_ms')} ms "
-                f"lost={result.get('lost')} server={result.get('server_cpu_pct')}% "
-                f"gen={result.get('generator_cpu_pct')}%{gc_note(result)} "
-                f"{result.get('error', '')}")
+            log_w1(label, kind, rooms, result)
             try:
                 trying[kind.name] = searches[kind.name].send(bool(result.get("ok")))
             except StopIteration as stop:
                 best[kind.name] = int(stop.value)
                 trying[kind.name] = None
     return {"max_rooms": best, "trials": trials}
+
+
+def log_w1(label: str, kind: ServerKind, rooms: int, result: dict[str, Any]) -> None:
+    polled = ""
+    if "polling" in result:
+        p = result["polling"]
+        polled = (f" polling: p99={p['student_to_host']['p99_ms']} ms "
+                  f"to-student p99={p['host_to_student']['p99_ms']} ms")
+    log(f"  {label} {kind.name:10} R={rooms:4} ok={result.get('ok')} "
+        f"p99={result.get('student_to_host', {}).get('p99_ms')} ms{polled} "
+        f"lost={result.get('lost')} server={result.get('server_cpu_pct')}% "
+        f"gen={result.get('generator_cpu_pct')}% steal={result.get('cpu0_steal_pct')}/"
+        f"{result.get('cpu1_steal_pct')}%{gc_note(result)} {result.get('error', '')}")
+
+
+#: W1P: student i of room r polls when (i + r) % 3 == 0 — 10 of each room's 30 students,
+#: the sharing student (i = 0) in every third room; hosts and the others on WebSocket.
+W1P_PARAMS = {"polling_every": 3}
+
+
+def run_w1p(plan: Plan, framing: dict[str, str], halves: dict[str, int]) -> dict[str, Any]:
+    """W1 with a third of the students on long-polling: the largest R, and p99 at ``halves``
+    (half of each server's all-WebSocket W1 maximum)."""
+    framing = {"ours": "socketio", "reference": "socketio"}  # (polling is Socket.IO only)
+    out = run_w1(plan, framing, W1P_PARAMS, plan.w1p_cap, "W1P")
+    out["cap"] = plan.w1p_cap
+    out["half_rooms"] = dict(halves)
+    out["at_half"] = {}
+    for kind in (OURS, REFERENCE):
+        rooms = min(halves[kind.name], plan.w1p_cap)
+        done = [t for t in out["trials"][kind.name] if t.get("rooms") == rooms]
+        if done:
+            out["at_half"][kind.name] = done[0]
+            continue
+        params = {"rooms": rooms, "duration": plan.w1_duration, "warmup": plan.w1_warmup,
+                  **W1P_PARAMS}
+        result = measure(kind, "W1", framing[kind.name], params,
+                         classroom_timeout(rooms, plan.w1_duration))
+        log_w1("W1P@half", kind, rooms, result)
+        out["at_half"][kind.name] = result
+    return out
+
+
+def run_w2p(plan: Plan) -> dict[str, Any]:
+    """W2 to 300 students that all use long-polling (the host on WebSocket), both servers
+    alternating, ``plan.w2_rounds`` rounds."""
+    kinds = [OURS, REFERENCE]
+    rounds: dict[str, list[dict[str, Any]]] = {}
+    for r in range(plan.w2_rounds):
+        for kind in (kinds if r % 2 == 0 else kinds[::-1]):
+            params = {"students": plan.w2_students, "duration": plan.w2_duration,
+                      "warmup": plan.w2_warmup, "polling": True}
+            result = measure(kind, "W2", "socketio", params, 120 + plan.w2_duration)
+            rounds.setdefault(kind.name, []).append(result)
+            log(f"  W2P {kind.name:10} {result.get('deliveries_per_s')} deliveries/s "
+                f"{result.get('deliveries_per_cpu_s')}/CPU-s "
+                f"per poll={result.get('polling', {}).get('deliveries_per_poll')} "
+                f"server={result.get('server_cpu_pct')}% gen={result.get('generator_cpu_pct')}% "
+                f"other(cpu0)={result.get('cpu0_other_pct')}% steal={result.get('cpu0_steal_pct')}"
+                f"/{result.get('cpu1_steal_pct')}% {result.get('error', '')}")
+    best = {k: max((x.get("deliveries_per_s") or 0) for x in v) for k, v in rounds.items()}
+    per_cpu = {k: max((x.get("deliveries_per_cpu_s") or 0) for x in v)
+               for k, v in rounds.items()}
+    return {"deliveries_per_s": best, "deliveries_per_cpu_s": per_cpu, "rounds": rounds}
 
 
 def run_w2(plan: Plan, framing: dict[str, str]) -> dict[str, Any]:
@@ -492,6 +569,24 @@ def table(report: dict[str, Any]) -> str:
         if "ours/plain" in d and ours_key != "ours/plain":
             rows.append(f"| W2 broadcast | Observer Relay, plain framing | {fmt(d['ours/plain'])}"
                         f" | | | |")
+    if "W1P" in w:
+        rows += w1p_rows(w["W1P"])
+    if "W2P" in w:
+        d, c = w["W2P"]["deliveries_per_s"], w["W2P"]["deliveries_per_cpu_s"]
+
+        def per_poll(name: str) -> Any:
+            runs = w["W2P"]["rounds"].get(name, [])
+            top: dict[str, Any] = max(runs, key=lambda x: x.get("deliveries_per_s") or 0,
+                                      default={})
+            return top.get("polling", {}).get("deliveries_per_poll")
+        rows.append(f"| W2P broadcast, polling | deliveries/s, 300 polling students, ~2 KiB "
+                    f"steps/all | {fmt(d.get('ours'))} | {fmt(d.get('reference'))} "
+                    f"| {ratio(d.get('ours'), d.get('reference'))} | ≥ 2× |")
+        rows.append(f"| W2P broadcast, polling | deliveries per server CPU-second "
+                    f"| {fmt(c.get('ours'))} | {fmt(c.get('reference'))} "
+                    f"| {ratio(c.get('ours'), c.get('reference'))} | (≥ 2×) |")
+        rows.append(f"| W2P broadcast, polling | messages per long-poll answer (best round) "
+                    f"| {fmt(per_poll('ours'))} | {fmt(per_poll('reference'))} | | |")
     if "W3" in w:
         levels: dict[str, dict[int, dict[str, Any]]] = {
             name: {x["connections"]: x for x in res.get("levels", []) if "connections" in x}
@@ -530,6 +625,45 @@ def table(report: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def w1p_rows(w1p: dict[str, Any]) -> list[str]:
+    best = w1p["max_rooms"]
+    ours, ref = best.get("ours"), best.get("reference")
+    cap = w1p.get("cap")
+
+    def at_least(r: Any) -> str:  # the search stops at the open-files cap
+        return f"≥ {fmt(r)} (cap)" if r is not None and r == cap else fmt(r)
+    rows = [f"| W1P classroom, ⅓ polling | largest R with p99 ≤ 100 ms, 0 lost "
+            f"| {at_least(ours)} | {at_least(ref)} "
+            f"| {'≥ ' if cap in (ours,) else ''}{ratio(ours, ref)} | |"]
+    half = w1p.get("at_half", {})
+    o, r = half.get("ours", {}), half.get("reference", {})
+
+    def p99(t: dict[str, Any], *path: str) -> Any:
+        for k in path:
+            t = t.get(k) or {}
+        return t.get("p99_ms") if t else None
+
+    def verdict(t: dict[str, Any]) -> str:
+        if not t:
+            return "-"
+        return "✓" if t.get("ok") else "✗"
+    rows.append(f"| W1P classroom, ⅓ polling | p99 student→teacher at half the all-WebSocket "
+                f"W1 max ({fmt(o.get('rooms'))} / {fmt(r.get('rooms'))} rooms), 0 lost "
+                f"| {fmt(p99(o, 'student_to_host'), ' ms')} {verdict(o)} "
+                f"| {fmt(p99(r, 'student_to_host'), ' ms')} {verdict(r)} | | ≤ 100 ms |")
+    rows.append(f"| W1P classroom, ⅓ polling | at that R: polling students' p99 "
+                f"student→teacher / teacher→student "
+                f"| {fmt(p99(o, 'polling', 'student_to_host'))} / "
+                f"{fmt(p99(o, 'polling', 'host_to_student'), ' ms')} "
+                f"| {fmt(p99(r, 'polling', 'student_to_host'))} / "
+                f"{fmt(p99(r, 'polling', 'host_to_student'), ' ms')} | | |")
+    rows.append(f"| W1P classroom, ⅓ polling | at that R: server CPU, generator CPU "
+                f"| {fmt(o.get('server_cpu_pct'), ' %')}, {fmt(o.get('generator_cpu_pct'), ' %')} "
+                f"| {fmt(r.get('server_cpu_pct'), ' %')}, {fmt(r.get('generator_cpu_pct'), ' %')}"
+                f" | | |")
+    return rows
+
+
 # --------------------------------------------------------------------------- main
 def raise_nofile() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -539,6 +673,24 @@ def raise_nofile() -> None:
             return
         except (ValueError, OSError):
             continue
+
+
+def w1_halves(plan: Plan, w1: dict[str, Any] | None, flag: str) -> dict[str, int]:
+    """Half of each server's all-WebSocket W1 maximum: from W1 in this run, else
+    ``--w1-half OURS[,REF]``, else the plan's documented default."""
+    halves = dict(zip(("ours", "reference"), plan.w1_half, strict=True))
+    source = "documented default"
+    counts = [int(x) for x in flag.split(",") if x.strip()]
+    if counts:
+        halves.update(zip(("ours", "reference"), counts, strict=False))
+        source = "--w1-half"
+    if w1 is not None:
+        for name, rmax in w1.get("max_rooms", {}).items():
+            if rmax:
+                halves[name] = max(1, rmax // 2)
+        source = "W1 of this run"
+    log(f"  W1P half room counts {halves} ({source})")
+    return halves
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -551,6 +703,9 @@ def main(argv: list[str] | None = None) -> int:
                              "machines")
     parser.add_argument("--w4-rooms", default="", metavar="OURS[,REF]",
                         help="W4's room counts instead of half of each W1 maximum")
+    parser.add_argument("--w1-half", default="", metavar="OURS[,REF]",
+                        help="W1P's comparison room counts when W1 is not run in the same "
+                             "invocation (default: half of the last documented W1 maxima)")
     parser.add_argument("--gc-stats", action="store_true",
                         help="record the servers' cyclic-GC pauses (bench.gcwatch)")
     args = parser.parse_args(argv)
@@ -574,7 +729,7 @@ def main(argv: list[str] | None = None) -> int:
                               "ours_env": OURS_ENV, "workloads": {}}
     report["_source_start"] = source_digest()
     framing = {"ours": "socketio", "reference": "socketio"}
-    if any(w in selected for w in ("W1", "W2", "W3", "W4")):
+    if any(w in selected for w in ("W1", "W2", "W3", "W4", "W1P")):
         problem = socketio_works()
         if problem is not None:
             log(f"!! Observer Relay's /socket.io/ endpoint does not work yet ({problem}).\n"
@@ -598,6 +753,10 @@ def main(argv: list[str] | None = None) -> int:
                              dict(zip(("ours", "reference"), counts, strict=False)))
         elif name == "W5":
             w["W5"] = run_w5(plan)
+        elif name == "W1P":
+            w["W1P"] = run_w1p(plan, framing, w1_halves(plan, w.get("W1"), args.w1_half))
+        elif name == "W2P":
+            w["W2P"] = run_w2p(plan)
         else:
             log(f"unknown workload {name}")
     report["elapsed_s"] = round(time.monotonic() - t0, 1)
