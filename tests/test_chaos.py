@@ -322,15 +322,6 @@ async def test_node_killed_mid_lesson(nursery: trio.Nursery, cluster: list[Node]
 STALL = 5.0
 
 
-STALL_LIMBO = (
-    "a forwarded client of a node that was taken for dead while it was only stalled is "
-    "left in limbo: the owner marks its participant offline (_watch_once -> "
-    "Forwarding.node_gone -> remote_gone) but nothing closes the client's connection, "
-    "which stays open on the stalled node after it wakes up; its events are still applied "
-    "and acknowledged (through a new stand-in), but the room's events for it only go to "
-    "its replay buffer: it receives nothing live until it reconnects for another reason")
-
-
 @pytest.mark.parametrize("victim", ["owner", "other"])
 async def test_node_stalled_mid_lesson(nursery: trio.Nursery, cluster: list[Node], mode: str,
                                        victim: str, tmp_path: Path,
@@ -341,8 +332,6 @@ async def test_node_stalled_mid_lesson(nursery: trio.Nursery, cluster: list[Node
     over every participant is either closed (and resumes) or keeps receiving its room's
     events live: none is left connected to a room that no longer sends it anything.
     """
-    if (mode, victim) == ("forwarding", "other"):  # its students are forwarded to the owner
-        request.applymarker(pytest.mark.xfail(strict=True, reason=STALL_LIMBO))
     alive = list(cluster)
     lesson = Lesson(nursery, cluster, alive, seed=41 + len(mode) + len(victim))
     await lesson.open()

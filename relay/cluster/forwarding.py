@@ -205,6 +205,19 @@ class Forwarding:
         """Run a command forwarded by another node for a room we own."""
         remotes = self.ctx.remotes
         rc = remotes.get(msg.node, msg.conn)
+        if rc is None and msg.room is not None and msg.event not in REATTACH_EVENTS:
+            # A bound connection whose stand-in we dropped: its node was taken for dead
+            # (a stall, a Redis hiccup) and its participant went offline here, but it is
+            # alive and the connection still thinks it is attached. It must resume, not
+            # go on half attached (its room's events would reach only its replay buffer).
+            self.ctx.outboxes.send(msg.node, Close(msg.conn, 1011,
+                                                   "the room lost this connection; resume",
+                                                   False))
+            if msg.wait:  # (not applied: the close comes first anyway)
+                self.ctx.outboxes.send(msg.node, Result(msg.wait, msg.room, msg.user,
+                                                        "internal"))
+            self.ctx.remotes.flush()
+            return
         if rc is None:
             rc = remotes.create(msg.node, msg.conn, msg.endpoint, msg.ip)
             rc.session.room_id, rc.session.user_id = msg.room, msg.user

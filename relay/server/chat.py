@@ -171,6 +171,10 @@ class ChatShell:
                 if session.startswith(prefix):
                     self._carry_out(directory.disconnect(session, now=now,
                                                          entropy=entropy))
+                    mine = (self.sessions.get(session)
+                            if cmd.arg == str(self.node.backplane.node_id) else None)
+                    if mine is not None:  # we were taken for dead (a stall): reconnect
+                        mine.close(1011, "this node was taken for dead; reconnect")
         if cmd.node == str(self.node.backplane.node_id) and directory.group_count != groups:
             # §1.1: rooms created and removed (a chat group is one; logged by one node)
             log.info("chat group created" if directory.group_count > groups

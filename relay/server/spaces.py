@@ -168,6 +168,11 @@ class SpaceShell:
                 if node == cmd.arg:
                     del runtime.clients[(node, conn)]
                     actions += space.disconnect(client_id, now=now, entropy=entropy)
+                    mine = runtime.conns.pop(client_id, None) if node == self.me else None
+                    if mine is not None:
+                        # We were taken for dead (a stall): our client is no longer in
+                        # the space anywhere; it must reconnect, not linger unheard.
+                        mine.close(1011, "this node was taken for dead; reconnect")
         elif cmd.op == "tick":
             actions = space.tick(now, entropy)
         elif cmd.op == "expire":
