@@ -5,7 +5,7 @@ STAMP_RUN := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
 STAMP_FUZZ := $(VENV)/.installed-fuzz
 
-.PHONY: run test lint typecheck bench fuzz conformance soak clean
+.PHONY: run test lint typecheck bench fuzz conformance soak chaos clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -46,6 +46,10 @@ fuzz: $(STAMP_FUZZ)
 # project's own WebSocket transport; summary in docs/conformance.md.
 conformance: $(STAMP_TEST)
 	$(PY) -m conformance.run
+
+# Every Redis chaos scenario in every variant (make test runs a subset), ~7 minutes.
+chaos: $(STAMP_TEST)
+	OBSERVER_CHAOS_FULL=1 $(VENV)/bin/pytest tests/test_chaos.py
 
 # 30 minutes of lesson churn with hostile clients, one node and two nodes + Redis.
 soak: $(STAMP_TEST)
