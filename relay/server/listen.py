@@ -10,10 +10,12 @@ node serves until it ends.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import math
 import socket
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
@@ -55,6 +57,9 @@ SIO_PATHS = frozenset({"/socket.io", "/socket.io/"})
 WS_PATHS = frozenset({"/ws", "/ws/"})
 CHATROOM_PATHS = frozenset({"/chatroom", "/chatroom/", "/"})
 JSON = ("Content-Type", "application/json")
+
+#: An accepted upgrade: the connection to serve, and what to release when it ends.
+Accepted = tuple[WebSocketConnection, Callable[[], None] | None]
 
 
 class Listener:
@@ -124,7 +129,17 @@ class Listener:
                 return
             path = request.path
             if request.asks_upgrade:
-                await self._upgrade(http, request, ip)
+                accepted = await self._upgrade(http, request, ip)
+                # The handshake (h11's state and buffers, the request head) is not kept
+                # for the connection's lifetime: a few KiB per idle connection (W3).
+                del request, http
+                if accepted is not None:
+                    conn, release = accepted
+                    try:
+                        await self.serve(conn)
+                    finally:
+                        if release is not None:
+                            release()
                 return
             if path in SIO_PATHS:
                 if not await node.polling.serve(http, request, ip):
@@ -140,14 +155,17 @@ class Listener:
             if not http.keep_alive:
                 return
 
-    async def _upgrade(self, http: HttpConnection, request: Request, ip: str) -> None:
+    async def _upgrade(self, http: HttpConnection, request: Request, ip: str
+                       ) -> Accepted | None:
+        """Answer an upgrade request: the connection to serve (and what to release when it
+        ends), or None once it was refused, handed to another node or the peer went away."""
         node = self.node
         path = request.path
         chatroom = path in CHATROOM_PATHS and node.config.chatroom
         if (path not in OBSERVER_PATHS and path not in SIO_PATHS and path not in WS_PATHS
                 and not chatroom):
             await http.respond(404, [JSON], b'{"error":"not_found"}', close=True)
-            return
+            return None
         origin_ok = origin_allowed(request.headers.get("origin"), node.config.allowed_origins)
         session = None
         if path in SIO_PATHS:
@@ -160,22 +178,22 @@ class Listener:
                 owner = await node.backplane.session_node(query.sid)
                 if owner is not None and await node.backplane.give_upgrade(
                         owner, http.stream.socket.fileno(), request.raw + request.trailing):
-                    return
+                    return None
             refused = sio_refusal(request.method, True, query, polling=True, state=state,
                                   origin_ok=origin_ok)
             if refused is not None:
                 await http.respond(refused[0], [JSON], refused[1], close=True)
-                return
+                return None
             if query.sid is not None:
                 session = node.polling.sessions[query.sid]
         elif not origin_ok:
             await http.respond(403, [JSON], b'{"error":"origin_not_allowed"}', close=True)
-            return
+            return None
         refusal = upgrade_refusal(request)  # §2.1: 400, or 426 + Sec-WebSocket-Version: 13
         if refusal is not None:
             status, fields, body = refusal
             await http.respond(status, [JSON, *fields], body, close=True)
-            return
+            return None
         key = request.headers["sec-websocket-key"]  # one canonical base64 key of 16 bytes
         space = shape = None
         if chatroom:
@@ -184,14 +202,14 @@ class Listener:
             refused = node.spaces.refusal(space, params.get("key"))
             if refused is not None:
                 await http.respond(refused[0], [JSON], refused[1], close=True)
-                return
+                return None
             shape = "full" if params.get("v") == "2" else "seed"
         cap = node.config.max_connections_per_ip
         if cap and self.per_ip.get(ip, 0) >= cap and session is None:
             if space is not None:
                 node.spaces.release(space)
             await http.respond(429, [JSON], b'{"error":"too_many_connections"}', close=True)
-            return
+            return None
         fields = [("Upgrade", "websocket"), ("Connection", "Upgrade"),
                   ("Sec-WebSocket-Accept", accept_key(key))]
         device = None
@@ -209,19 +227,21 @@ class Listener:
             fields.append(set_cookie(session.issued_cookie, request.https))
         if chatroom:
             assert space is not None and shape is not None
-            try:  # (the space is reserved from its refusal check until the connection ends)
+            # The space is reserved from its refusal check until the connection ends.
+            release = functools.partial(node.spaces.release, space)
+            try:
                 trailing = await http.switch(fields)
-                if trailing is not None:
-                    chat = ChatroomConnection(node, node.settings, http.stream, ip, trailing,
-                                              space, shape)
-                    del request, http
-                    await self.serve(chat)
-            finally:
-                node.spaces.release(space)
-            return
+                if trailing is None:
+                    release()
+                    return None
+                return ChatroomConnection(node, node.settings, http.stream, ip, trailing,
+                                          space, shape), release
+            except BaseException:
+                release()
+                raise
         trailing = await http.switch(fields)
         if trailing is None:
-            return
+            return None
         conn: WebSocketConnection
         if path in WS_PATHS:
             signaling = SignalingConnection(node, node.settings, http.stream, ip, trailing,
@@ -235,8 +255,7 @@ class Listener:
             if session is not None:
                 observer.probe_for(session)
             conn = observer
-        del request, http  # the handshake is not kept for the connection's lifetime
-        await self.serve(conn)
+        return conn, None
 
     async def adopt_http(self, fd: int, received: bytes) -> None:
         """Serve a socket another node of this host handed over with a request it read
