@@ -33,6 +33,8 @@ test: $(STAMP_TEST)
 lint: $(STAMP_TEST)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy --strict relay/core relay/ports.py relay/cluster
+	$(VENV)/bin/lint-imports
 
 bench: $(STAMP_TEST)
 	$(PY) -m bench.run
