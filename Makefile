@@ -53,7 +53,7 @@ conformance: $(STAMP_TEST)
 chaos: $(STAMP_TEST)
 	OBSERVER_CHAOS_FULL=1 $(VENV)/bin/pytest tests/test_chaos.py
 
-# 30 minutes of lesson churn with hostile clients, one node and two nodes + Redis.
+# Lesson churn with hostile clients: 30 minutes on one node, then 30 on two nodes + Redis.
 soak: $(STAMP_TEST)
 	$(PY) -m bench.soak
 
