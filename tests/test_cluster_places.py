@@ -139,6 +139,12 @@ async def test_a_space_spans_nodes(nursery: trio.Nursery, nodes: list[Node]) -> 
     assert orders[0]["change"]["value"] == orders[1]["change"]["value"] == 20
 
     await two.send("register_service", service_name="sum")
+    # The registration has no answer; a subscription sent after it on the same connection
+    # is answered only once both are in the space's one order, so the request sent next
+    # (from the other node) is ordered after the registration. Without this the request
+    # could be ordered first and find no provider: the two nodes are not causally related.
+    await two.send("subscribe", topic_name="ready", type="int")
+    assert (await two.expect("update"))["topic_name"] == "ready"
     await one.send("request", service_name="sum", args={"a": 1, "b": 2}, request_id="q1")
     forwarded = await two.expect("request")
     assert forwarded["client_id"] == 1
